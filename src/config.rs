@@ -1,0 +1,295 @@
+//! The install configuration: parsing, validation and defaults (pure logic).
+//!
+//! The effective config is stored as JSON in the `run_recovery_settings`
+//! table under the key `config`; every function reads it from there.
+
+use serde_json::{json, Map, Value};
+
+/// Statuses in which no executor can hold a run any more.
+pub const TERMINAL_STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+/// Statuses in which an executor holds a run (the spec's default).
+pub const DEFAULT_LIVE: [&str; 8] = [
+    "preparing",
+    "running",
+    "pausing",
+    "paused",
+    "resuming",
+    "canceling",
+    "intervening",
+    "requires_intervention",
+];
+pub const KEYS: [&str; 11] = [
+    "table",
+    "id_column",
+    "status_column",
+    "metadata_column",
+    "name_column",
+    "end_time_column",
+    "updated_at_column",
+    "stale_after_ms",
+    "live_statuses",
+    "max_resumes",
+    "schema",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub table: String,
+    pub id_column: String,
+    pub status_column: String,
+    pub metadata_column: String,
+    /// Optional columns: `None` when the table has no such column.
+    pub name_column: Option<String>,
+    pub end_time_column: Option<String>,
+    pub updated_at_column: Option<String>,
+    pub stale_after_ms: i64,
+    /// Lowercase.
+    pub live_statuses: Vec<String>,
+    pub max_resumes: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            table: "protocol_runs".into(),
+            id_column: "accession_id".into(),
+            status_column: "status".into(),
+            metadata_column: "properties_json".into(),
+            name_column: Some("name".into()),
+            end_time_column: Some("end_time".into()),
+            updated_at_column: Some("updated_at".into()),
+            stale_after_ms: 30_000,
+            live_statuses: DEFAULT_LIVE.iter().map(|s| s.to_string()).collect(),
+            max_resumes: 3,
+        }
+    }
+}
+
+impl Config {
+    /// Applies the keys of a user-supplied config object over `self`.
+    /// `func` names the calling function in error messages.
+    pub fn apply(&mut self, func: &str, text: &str) -> Result<(), String> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "{func}: config is not valid JSON ({e}), found {}",
+                crate::errors::quote(text)
+            )
+        })?;
+        let mut next = self.clone();
+        let Value::Object(map) = value else {
+            return Err(format!(
+                "{func}: config must be a JSON object, found {}",
+                crate::errors::quote(text)
+            ));
+        };
+        for (key, v) in &map {
+            match key.as_str() {
+                "table" => next.table = ident(func, key, v)?,
+                "id_column" => next.id_column = ident(func, key, v)?,
+                "status_column" => next.status_column = ident(func, key, v)?,
+                "metadata_column" => next.metadata_column = ident(func, key, v)?,
+                "name_column" => next.name_column = opt_ident(func, key, v)?,
+                "end_time_column" => next.end_time_column = opt_ident(func, key, v)?,
+                "updated_at_column" => next.updated_at_column = opt_ident(func, key, v)?,
+                "stale_after_ms" => next.stale_after_ms = int(func, key, v, 1)?,
+                "max_resumes" => next.max_resumes = int(func, key, v, 0)?,
+                "live_statuses" => next.live_statuses = statuses(func, v)?,
+                "schema" => {
+                    if v.as_str() != Some("main") {
+                        return Err(format!(
+                            "{func}: only the 'main' schema is supported, found schema {v}"
+                        ));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "{func}: unknown config key {}, expected one of {}",
+                        crate::errors::quote(other),
+                        KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        *self = next;
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "table": self.table,
+            "id_column": self.id_column,
+            "status_column": self.status_column,
+            "metadata_column": self.metadata_column,
+            "name_column": self.name_column,
+            "end_time_column": self.end_time_column,
+            "updated_at_column": self.updated_at_column,
+            "stale_after_ms": self.stale_after_ms,
+            "live_statuses": self.live_statuses,
+            "max_resumes": self.max_resumes,
+        })
+    }
+
+    /// Reads a stored config (as written by `to_json`).
+    pub fn from_stored(text: &str) -> Result<Config, String> {
+        let mut c = Config::default();
+        c.apply("run_recovery", text)?;
+        Ok(c)
+    }
+
+    pub fn is_live(&self, status: &str) -> bool {
+        let lower = status.to_lowercase();
+        self.live_statuses.contains(&lower)
+    }
+}
+
+pub fn is_terminal(status: &str) -> bool {
+    let lower = status.to_lowercase();
+    TERMINAL_STATUSES.contains(&lower.as_str())
+}
+
+/// `new_status` (lowercase) written in the case the row's current status uses:
+/// `RUNNING` → `FAILED`, `Running` → `Failed`, anything else → `failed`.
+pub fn in_case_of(current: &str, new_status: &str) -> String {
+    let has_lower = current.chars().any(|c| c.is_lowercase());
+    let has_upper = current.chars().any(|c| c.is_uppercase());
+    if has_upper && !has_lower {
+        new_status.to_uppercase()
+    } else if has_upper && current.chars().next().is_some_and(|c| c.is_uppercase()) {
+        let mut chars = new_status.chars();
+        match chars.next() {
+            Some(f) => f.to_uppercase().chain(chars).collect(),
+            None => String::new(),
+        }
+    } else {
+        new_status.to_string()
+    }
+}
+
+/// The spellings of a status that index lookups match: lowercase, UPPERCASE, Capitalized.
+pub fn spellings(status: &str) -> Vec<String> {
+    let mut out = vec![
+        status.to_lowercase(),
+        status.to_uppercase(),
+        in_case_of("Xx", &status.to_lowercase()),
+    ];
+    out.dedup();
+    out
+}
+
+fn ident(func: &str, key: &str, v: &Value) -> Result<String, String> {
+    match v.as_str() {
+        Some(s) if !s.is_empty() && !s.contains('\0') => Ok(s.to_string()),
+        _ => Err(format!(
+            "{func}: config key '{key}' must be a non-empty name, found {v}"
+        )),
+    }
+}
+
+fn opt_ident(func: &str, key: &str, v: &Value) -> Result<Option<String>, String> {
+    if v.is_null() {
+        Ok(None)
+    } else {
+        ident(func, key, v).map(Some)
+    }
+}
+
+fn int(func: &str, key: &str, v: &Value, min: i64) -> Result<i64, String> {
+    match v.as_i64() {
+        Some(i) if i >= min => Ok(i),
+        _ => Err(format!(
+            "{func}: config key '{key}' must be an integer >= {min}, found {v}"
+        )),
+    }
+}
+
+fn statuses(func: &str, v: &Value) -> Result<Vec<String>, String> {
+    let bad = || {
+        format!("{func}: config key 'live_statuses' must be a non-empty array of status names, found {v}")
+    };
+    let arr = v.as_array().filter(|a| !a.is_empty()).ok_or_else(bad)?;
+    let mut out: Vec<String> = Vec::new();
+    for s in arr {
+        let s = s
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(bad)?
+            .to_lowercase();
+        if is_terminal(&s) {
+            return Err(format!(
+                "{func}: config key 'live_statuses' cannot contain the terminal status '{s}', found {v}"
+            ));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The config object as a map, for merging columns detected at install.
+pub fn as_map(v: &Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::default();
+        assert_eq!(c.table, "protocol_runs");
+        assert_eq!(c.stale_after_ms, 30_000);
+        assert_eq!(c.max_resumes, 3);
+        assert!(c.is_live("RUNNING") && c.is_live("paused") && !c.is_live("queued"));
+        assert!(!c.is_live("completed"));
+    }
+
+    #[test]
+    fn apply_overrides_and_round_trips() {
+        let mut c = Config::default();
+        c.apply(
+            "f",
+            r#"{"table":"jobs","live_statuses":["Active","active"],"stale_after_ms":5}"#,
+        )
+        .unwrap();
+        assert_eq!(c.table, "jobs");
+        assert_eq!(c.live_statuses, vec!["active"]);
+        let back = Config::from_stored(&c.to_json().to_string()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn apply_rejects_bad_input_with_the_value() {
+        let mut c = Config::default();
+        let e = c
+            .apply("run_recovery_install", r#"{"tabel":"x"}"#)
+            .unwrap_err();
+        assert!(e.contains("unknown config key 'tabel'"), "{e}");
+        let e = c.apply("f", r#"{"stale_after_ms":-1}"#).unwrap_err();
+        assert!(e.contains("found -1"), "{e}");
+        let e = c.apply("f", r#"{"live_statuses":["failed"]}"#).unwrap_err();
+        assert!(e.contains("terminal status 'failed'"), "{e}");
+        let e = c.apply("f", "[1]").unwrap_err();
+        assert!(e.contains("must be a JSON object"), "{e}");
+        let e = c.apply("f", "{nope").unwrap_err();
+        assert!(e.contains("not valid JSON"), "{e}");
+        assert!(c.apply("f", r#"{"table":""}"#).is_err());
+        assert!(c.apply("f", r#"{"max_resumes":1.5}"#).is_err());
+        let e = c
+            .apply("f", r#"{"table":"jobs","max_resumes":-2}"#)
+            .unwrap_err();
+        assert!(e.contains("found -2"), "{e}");
+        assert_eq!(c, Config::default(), "a refused config changes nothing");
+    }
+
+    #[test]
+    fn status_case_follows_the_row() {
+        assert_eq!(in_case_of("RUNNING", "failed"), "FAILED");
+        assert_eq!(in_case_of("running", "failed"), "failed");
+        assert_eq!(in_case_of("Running", "failed"), "Failed");
+        assert_eq!(in_case_of("rUnNiNg", "failed"), "failed");
+        assert_eq!(in_case_of("REQUIRES_INTERVENTION", "failed"), "FAILED");
+        assert_eq!(spellings("running"), vec!["running", "RUNNING", "Running"]);
+    }
+}

@@ -1,0 +1,90 @@
+//! Every error message run_recovery produces, in one place and one format:
+//! `<function>: <problem>, found <value>` (or `<function>: <problem>` where
+//! there is no single value), and `run_recovery internal error: …` for
+//! broken invariants.
+
+use rusqlite::types::ValueRef;
+use rusqlite::Error;
+
+/// An error raised by the SQL function (or table-valued function) `func`.
+pub fn fail(func: &str, problem: impl std::fmt::Display) -> Error {
+    Error::UserFunctionError(format!("{func}: {problem}").into())
+}
+
+/// The error of a function called on a database without install.
+pub fn not_installed(func: &str) -> Error {
+    fail(
+        func,
+        "run_recovery is not installed in this database; \
+         run SELECT run_recovery_install(); first (or: run-recovery install DB)",
+    )
+}
+
+/// Renders an SQL value for an error message: `'text'`, `42`, `NULL`, `a blob of 3 bytes`.
+pub fn show(v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Null => "NULL".to_string(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => format!("{r:?}"),
+        ValueRef::Text(t) => quote(&String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => format!("a blob of {} bytes", b.len()),
+    }
+}
+
+/// `'text'` with embedded quotes doubled, cut to 80 characters.
+pub fn quote(s: &str) -> String {
+    let mut cut: String = s.chars().take(80).collect();
+    if cut.len() < s.len() {
+        cut.push('…');
+    }
+    format!("'{}'", cut.replace('\'', "''"))
+}
+
+/// Prefixes a SQLite error raised while running our own SQL with the function name,
+/// keeping the error code when there is one.
+pub fn wrap(func: &str, e: Error) -> Error {
+    match e {
+        Error::UserFunctionError(_) | Error::ModuleError(_) => e,
+        Error::SqliteFailure(code, msg) => {
+            let text = msg.unwrap_or_else(|| code.to_string());
+            if text.starts_with(func) || text.starts_with("run_recovery") {
+                Error::SqliteFailure(code, Some(text))
+            } else {
+                Error::SqliteFailure(code, Some(format!("{func}: {text}")))
+            }
+        }
+        other => fail(func, other),
+    }
+}
+
+pub fn internal(problem: impl std::fmt::Display) -> Error {
+    Error::UserFunctionError(format!("run_recovery internal error: {problem}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_values_like_sql_literals() {
+        assert_eq!(show(ValueRef::Null), "NULL");
+        assert_eq!(show(ValueRef::Integer(42)), "42");
+        assert_eq!(show(ValueRef::Real(1.5)), "1.5");
+        assert_eq!(show(ValueRef::Text(b"it's")), "'it''s'");
+        assert_eq!(show(ValueRef::Blob(&[1, 2, 3])), "a blob of 3 bytes");
+        let long = "x".repeat(100);
+        assert!(show(ValueRef::Text(long.as_bytes())).ends_with("…'"));
+    }
+
+    #[test]
+    fn messages_name_the_function() {
+        let e = fail("run_heartbeat", "no run with accession_id '42'");
+        assert_eq!(
+            e.to_string(),
+            "run_heartbeat: no run with accession_id '42'"
+        );
+        assert!(not_installed("recover_run")
+            .to_string()
+            .starts_with("recover_run: run_recovery is not installed"));
+    }
+}

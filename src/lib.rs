@@ -1,0 +1,87 @@
+//! run_recovery: session recovery for lab protocol runs, as a SQLite extension.
+//!
+//! This file only wires the families of functions together; see
+//! ARCHITECTURE.md for the layers and where the state lives.
+//!
+//! Static use (an app that links SQLite itself):
+//! ```
+//! let conn = rusqlite::Connection::open_in_memory().unwrap();
+//! run_recovery::register(&conn).unwrap();
+//! let v: String = conn.query_row("SELECT run_recovery_version()", [], |r| r.get(0)).unwrap();
+//! assert!(v.starts_with('v'));
+//! ```
+
+use std::sync::Arc;
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, Result};
+
+mod args;
+pub mod config;
+pub mod errors;
+pub mod heartbeat;
+pub mod install;
+pub mod metadata;
+mod orphans;
+pub mod recover;
+pub mod sqlgen;
+mod state;
+pub use state::now_ms;
+
+/// Flags of functions that write: never callable from a view or trigger of
+/// an untrusted database file.
+pub(crate) const WRITER: FunctionFlags =
+    FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_DIRECTONLY);
+/// Flags of functions that only read.
+pub(crate) const READER: FunctionFlags =
+    FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
+
+/// Every SQL function and module run_recovery registers.
+pub const FUNCTIONS: [&str; 9] = [
+    "recover_run",
+    "run_checkpoint",
+    "run_heartbeat",
+    "run_recovery_config",
+    "run_recovery_debug",
+    "run_recovery_install",
+    "run_recovery_uninstall",
+    "run_recovery_version",
+    "orphaned_runs",
+];
+
+/// Registers every function and the `orphaned_runs` table on `db`.
+pub fn register(db: &Connection) -> Result<()> {
+    let shared = Arc::new(state::Shared::default());
+    install::register(db, &shared)?;
+    heartbeat::register(db, &shared)?;
+    recover::register(db, &shared)?;
+    orphans::register(db, &shared)?;
+    // Connect the eponymous table now: the statement cache is tied to it
+    // (see state.rs), and SQLite disconnects it before closing.
+    db.prepare("SELECT 1 FROM orphaned_runs WHERE 0")?;
+    Ok(())
+}
+
+/// Entry point for `sqlite3_load_extension` (`.load ./dist/run_recovery`).
+///
+/// # Safety
+/// Called by SQLite with a valid connection and API table.
+#[cfg(feature = "loadable")]
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_runrecovery_init(
+    db: *mut rusqlite::ffi::sqlite3,
+    pz_err_msg: *mut *mut std::os::raw::c_char,
+    p_api: *mut rusqlite::ffi::sqlite3_api_routines,
+) -> std::os::raw::c_int {
+    // SAFETY: arguments come straight from SQLite's loader.
+    unsafe { Connection::extension_init2(db, pz_err_msg, p_api, extension_init) }
+}
+
+#[cfg(feature = "loadable")]
+fn extension_init(db: Connection) -> Result<bool> {
+    register(&db)?;
+    // SQLITE_OK_LOAD_PERMANENTLY: the library stays mapped after the
+    // connection that loaded it closes, so no background thread can ever
+    // run code of an unloaded library.
+    Ok(true)
+}

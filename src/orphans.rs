@@ -1,0 +1,259 @@
+//! `orphaned_runs`: the eponymous table-valued function listing live runs
+//! whose heartbeat is stale.
+//!
+//! ```sql
+//! SELECT * FROM orphaned_runs;                  -- the configured threshold
+//! SELECT * FROM orphaned_runs(5000);            -- threshold_ms
+//! SELECT * FROM orphaned_runs(5000, 1700000000000);   -- threshold_ms, now_ms
+//! SELECT * FROM orphaned_runs WHERE include_dismissed = 1;
+//! ```
+//!
+//! It runs the same SELECT as the `run_recovery_orphans` view (see
+//! [`crate::sqlgen::orphan_select`]), which SQLite serves from the status
+//! index, and hands the rows out oldest heartbeat first.
+//!
+//! Nothing here may panic: rusqlite does not catch panics in virtual-table
+//! callbacks, so every lookup is checked.
+
+use std::borrow::Cow;
+use std::ffi::{c_int, CStr};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::vtab::{
+    Context, Filters, IndexConstraintOp, IndexInfo, Module, VTab, VTabConfig, VTabConnection,
+    VTabCursor,
+};
+use rusqlite::{ffi, params, Connection, Result};
+
+use crate::errors::{fail, show};
+use crate::state::{now_ms, Shared};
+
+const F: &str = "orphaned_runs";
+
+/// Visible columns, in order; then the hidden inputs.
+const SCHEMA: &CStr = c"CREATE TABLE x(run_id, name, status, last_heartbeat, age_ms, \
+checkpoint_step, checkpoint_state, lease, resumes, dismissed, \
+threshold_ms HIDDEN, now_ms HIDDEN, include_dismissed HIDDEN)";
+const VISIBLE: usize = 10;
+const COL_THRESHOLD: c_int = 10;
+const COL_NOW: c_int = 11;
+const COL_INCLUDE: c_int = 12;
+
+pub fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
+    const MODULE: Module<OrphansTab> = Module::eponymous_only_module();
+    db.create_module(c"orphaned_runs", &MODULE, Some(shared.clone()))
+}
+
+#[repr(C)]
+pub struct OrphansTab {
+    /// Base class. Must be first.
+    base: ffi::sqlite3_vtab,
+    db: *mut ffi::sqlite3,
+    shared: Arc<Shared>,
+}
+
+impl Drop for OrphansTab {
+    fn drop(&mut self) {
+        // xDisconnect: release the statement cache before SQLite closes.
+        self.shared.vtab_disconnected();
+    }
+}
+
+// SAFETY: the vtab declares its schema in `connect` exactly as SQLite
+// expects and keeps `base` first (#[repr(C)]), as the trait requires.
+unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
+    type Aux = Arc<Shared>;
+    type Cursor = OrphansCursor<'vtab>;
+
+    fn connect(
+        db: &mut VTabConnection,
+        aux: Option<&Arc<Shared>>,
+        _module_name: &[u8],
+        _database_name: &[u8],
+        _table_name: &[u8],
+        _args: &[&[u8]],
+    ) -> Result<(Cow<'static, CStr>, Self)> {
+        let shared = aux
+            .cloned()
+            .ok_or_else(|| crate::errors::internal("orphaned_runs registered without state"))?;
+        db.config(VTabConfig::Innocuous)?;
+        shared.vtab_connected();
+        let vtab = OrphansTab {
+            base: ffi::sqlite3_vtab::default(),
+            // SAFETY: the raw handle is kept to run queries on this same
+            // connection from `filter`; SQLite disconnects the table before
+            // the connection closes.
+            db: unsafe { db.handle() },
+            shared,
+        };
+        Ok((Cow::Borrowed(SCHEMA), vtab))
+    }
+
+    /// idxNum bits: 0x1 `threshold_ms = ?`, 0x2 `now_ms = ?`,
+    /// 0x4 `include_dismissed = ?`; `filter` receives the present ones as
+    /// arguments in that order. An unusable constraint on an input column
+    /// rejects the plan (SQLITE_CONSTRAINT), as series.c does.
+    fn best_index(&self, info: &mut IndexInfo) -> Result<bool> {
+        let mut slots: [Option<usize>; 3] = [None; 3];
+        let mut unusable = 0;
+        for (i, c) in info.constraints().enumerate() {
+            let bit = match c.column() {
+                COL_THRESHOLD => 0,
+                COL_NOW => 1,
+                COL_INCLUDE => 2,
+                _ => continue,
+            };
+            if !c.is_usable() {
+                unusable |= 1 << bit;
+            } else if c.operator() == IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_EQ {
+                slots[bit] = Some(i);
+            }
+        }
+        let mut idx_num = 0;
+        let mut argv = 0;
+        for (bit, slot) in slots.iter().enumerate() {
+            if let Some(i) = *slot {
+                idx_num |= 1 << bit;
+                argv += 1;
+                let mut usage = info.constraint_usage(i);
+                usage.set_argv_index(argv);
+                usage.set_omit(true);
+            }
+        }
+        if unusable & !idx_num != 0 {
+            return Ok(false);
+        }
+        let consumed = {
+            let mut obs = info.order_bys();
+            matches!(obs.next(), Some(ob) if ob.column() == 3 && !ob.is_order_by_desc())
+                && obs.next().is_none()
+        };
+        info.set_order_by_consumed(consumed);
+        info.set_idx_num(idx_num);
+        info.set_estimated_rows(100);
+        info.set_estimated_cost(100.0);
+        Ok(true)
+    }
+
+    fn open(&'vtab mut self) -> Result<OrphansCursor<'vtab>> {
+        Ok(OrphansCursor {
+            base: ffi::sqlite3_vtab_cursor::default(),
+            db: self.db,
+            shared: self.shared.clone(),
+            rows: Vec::new(),
+            pos: 0,
+            inputs: [Value::Null, Value::Null, Value::Null],
+            phantom: PhantomData,
+        })
+    }
+}
+
+#[repr(C)]
+pub struct OrphansCursor<'vtab> {
+    /// Base class. Must be first.
+    base: ffi::sqlite3_vtab_cursor,
+    db: *mut ffi::sqlite3,
+    shared: Arc<Shared>,
+    rows: Vec<Vec<Value>>,
+    pos: usize,
+    /// threshold_ms, now_ms, include_dismissed as used.
+    inputs: [Value; 3],
+    phantom: PhantomData<&'vtab OrphansTab>,
+}
+
+fn input(name: &str, v: ValueRef<'_>, min: i64) -> Result<Option<i64>> {
+    match v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) if i >= min => Ok(Some(i)),
+        other => Err(fail(
+            F,
+            format!("{name} must be an integer >= {min}, found {}", show(other)),
+        )),
+    }
+}
+
+// SAFETY: `base` is first and #[repr(C)], as the trait requires.
+unsafe impl VTabCursor for OrphansCursor<'_> {
+    fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> Result<()> {
+        self.rows.clear();
+        self.pos = 0;
+        let mut next = 0;
+        let mut take = |bit: c_int| -> Option<ValueRef<'_>> {
+            if idx_num & bit == 0 {
+                return None;
+            }
+            let v = args.iter().nth(next);
+            next += 1;
+            v
+        };
+        let threshold = take(1);
+        let now = take(2);
+        let include = take(4);
+        let threshold = threshold.map(|v| input("threshold_ms", v, 0)).transpose()?;
+        let now = now.map(|v| input("now_ms", v, 0)).transpose()?;
+        let include = include
+            .map(|v| input("include_dismissed", v, 0))
+            .transpose()?;
+        // A NULL input gives no rows, like generate_series.
+        if threshold == Some(None) || now == Some(None) || include == Some(None) {
+            return Ok(());
+        }
+        let include = include.flatten().unwrap_or(0);
+        if include > 1 {
+            return Err(fail(
+                F,
+                format!("include_dismissed must be 0 or 1, found {include}"),
+            ));
+        }
+        let now = now.flatten().unwrap_or_else(now_ms);
+        let db = self.db;
+        let (threshold, rows) = self.shared.run(db, F, |conn, inst| {
+            let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
+            let mut stmt = conn
+                .prepare_cached(&inst.sql.orphans)
+                .map_err(|e| crate::errors::wrap(F, e))?;
+            let rows = stmt
+                .query_map(params![now, threshold, include], |r| {
+                    (0..VISIBLE).map(|i| r.get::<_, Value>(i)).collect()
+                })?
+                .collect::<Result<Vec<Vec<Value>>>>()
+                .map_err(|e| crate::errors::wrap(F, e))?;
+            Ok((threshold, rows))
+        })?;
+        self.inputs = [
+            Value::Integer(threshold),
+            Value::Integer(now),
+            Value::Integer(include),
+        ];
+        self.rows = rows;
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<()> {
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn eof(&self) -> bool {
+        self.pos >= self.rows.len()
+    }
+
+    fn column(&self, ctx: &mut Context, i: c_int) -> Result<()> {
+        let i = usize::try_from(i).unwrap_or(usize::MAX);
+        let value = if i < VISIBLE {
+            self.rows.get(self.pos).and_then(|r| r.get(i))
+        } else {
+            self.inputs.get(i - VISIBLE)
+        };
+        match value {
+            Some(v) => ctx.set_result(v),
+            None => ctx.set_result(&Value::Null),
+        }
+    }
+
+    fn rowid(&self) -> Result<i64> {
+        Ok(self.pos as i64)
+    }
+}

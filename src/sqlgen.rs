@@ -1,0 +1,441 @@
+//! The SQL that run_recovery generates from a [`Config`] (pure logic).
+//!
+//! Two kinds of SQL come from here:
+//! * the pure-SQL layer that `run_recovery_install` writes into the database
+//!   (triggers, the `run_recovery_orphans` view, the settings table), which
+//!   uses only core SQLite 3.38+ so clients that never load the extension
+//!   (SQLite WASM, a stock Python) still get stamping, fencing and detection;
+//! * the statements the extension's functions run on the calling connection.
+//!
+//! Every identifier that comes from the config goes through [`ident`] and
+//! every string through [`literal`]; nothing from the config is pasted raw.
+
+use crate::config::{spellings, Config};
+
+/// Unix epoch milliseconds in pure SQL (`unixepoch('subsec')` is NULL on 3.40).
+pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+pub const SETTINGS_TABLE: &str = "run_recovery_settings";
+pub const VIEW: &str = "run_recovery_orphans";
+pub const TRIGGERS: [&str; 4] = [
+    "run_recovery_stamp_insert",
+    "run_recovery_stamp_live",
+    "run_recovery_lease_guard",
+    "run_recovery_merge_back",
+];
+/// Bumped when the generated objects change shape; stored in the settings table.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The message of the lease guard trigger (a RAISE takes a literal).
+pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
+the metadata carries an older lease than the run holds (the run was recovered by another client)";
+
+/// `"name"` with embedded double quotes doubled: safe for any identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` with embedded single quotes doubled.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `x` is a JSON object (never raises on malformed text or NULL; NULL is not an object).
+fn is_object(x: &str) -> String {
+    format!("CASE WHEN json_valid({x}) THEN json_type({x}) = 'object' ELSE 0 END")
+}
+
+/// `x` is NULL or a JSON object: metadata the extension may write.
+fn writable(x: &str) -> String {
+    format!("({x} IS NULL OR {})", is_object(x))
+}
+
+/// The integer at `$.key` of `x`, as SQLite's CAST reads it.
+fn int_at(x: &str, key: &str) -> String {
+    format!("CAST(json_extract({x}, '$.{key}') AS INTEGER)")
+}
+
+fn has(x: &str, key: &str) -> String {
+    format!("json_type({x}, '$.{key}') IS NOT NULL")
+}
+
+fn lacks(x: &str, key: &str) -> String {
+    format!("json_type({x}, '$.{key}') IS NULL")
+}
+
+/// `lower(status) IN ('running', …)`: the full case-insensitive test, for one row.
+fn live_test(cfg: &Config, status: &str) -> String {
+    format!(
+        "lower({status}) IN ({})",
+        list(cfg.live_statuses.iter().cloned())
+    )
+}
+
+/// `status IN ('running', 'RUNNING', 'Running', …)`: the index-served test.
+fn live_index_test(cfg: &Config, status: &str) -> String {
+    format!(
+        "{status} IN ({})",
+        list(cfg.live_statuses.iter().flat_map(|s| spellings(s)))
+    )
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    items.map(|s| literal(&s)).collect::<Vec<_>>().join(", ")
+}
+
+/// The metadata with `lastHeartbeat` moved forward to `now` (never backwards)
+/// and `lease` 1 added when the run has none yet.
+fn stamped(meta: &str, now: &str) -> String {
+    format!(
+        "json_insert(json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', \
+         max({now}, coalesce({}, 0))), '$.lease', 1)",
+        int_at(meta, "lastHeartbeat")
+    )
+}
+
+struct Names {
+    table: String,
+    id: String,
+    status: String,
+    meta: String,
+}
+
+fn names(cfg: &Config) -> Names {
+    Names {
+        table: ident(&cfg.table),
+        id: ident(&cfg.id_column),
+        status: ident(&cfg.status_column),
+        meta: ident(&cfg.metadata_column),
+    }
+}
+
+/// The SELECT behind both `run_recovery_orphans` and `orphaned_runs`, so the
+/// two can never disagree. `now`, `threshold` and `include_dismissed` are SQL
+/// expressions (literals in the view, parameters in the table-valued function).
+///
+/// The `WHERE status IN (…spellings…)` is what lets SQLite serve it from the
+/// status index: only live rows are read, however long the history.
+pub fn orphan_select(cfg: &Config, now: &str, threshold: &str, include_dismissed: &str) -> String {
+    let n = names(cfg);
+    let m = format!("CASE WHEN {} THEN {} END", is_object(&n.meta), n.meta);
+    let name = cfg
+        .name_column
+        .as_deref()
+        .map(ident)
+        .unwrap_or_else(|| "NULL".into());
+    format!(
+        "SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms, \
+checkpoint_step, checkpoint_state, lease, resumes, dismissed
+FROM (SELECT {id} AS run_id, {name} AS name, {status} AS status, {now} AS now_ms,
+        {hb} AS last_heartbeat,
+        {step} AS checkpoint_step,
+        ({m}) -> '$.checkpointState' AS checkpoint_state,
+        coalesce({lease}, 1) AS lease,
+        coalesce({resumes}, 0) AS resumes,
+        coalesce(json_extract({m}, '$.dismissedHeartbeat') = coalesce({hb}, 0), 0) AS dismissed
+      FROM {table}
+      WHERE {live})
+WHERE coalesce(last_heartbeat, 0) < now_ms - ({threshold})
+  AND (({include_dismissed}) OR NOT dismissed)
+ORDER BY coalesce(last_heartbeat, 0), run_id",
+        id = n.id,
+        status = n.status,
+        table = n.table,
+        hb = int_at(&format!("({m})"), "lastHeartbeat"),
+        step = int_at(&format!("({m})"), "checkpointStep"),
+        lease = int_at(&format!("({m})"), "lease"),
+        resumes = int_at(&format!("({m})"), "resumes"),
+        live = live_index_test(cfg, &n.status),
+    )
+}
+
+/// Every statement of an install, in order: drop what an earlier install made,
+/// create the settings table, triggers and view, stamp the runs live now, and
+/// record the config. Run inside one savepoint.
+pub fn install_script(cfg: &Config) -> Vec<String> {
+    let n = names(cfg);
+    let Names {
+        table,
+        id,
+        status,
+        meta,
+    } = &n;
+    let mut out = uninstall_script(false);
+    out.push(format!(
+        "CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)"
+    ));
+
+    // 1. Stamp on every transition into a live status (insert, or update of status).
+    let stamp = format!(
+        "UPDATE {table} SET {meta} = {} WHERE {id} = NEW.{id} AND {};",
+        stamped(meta, NOW_MS),
+        writable(meta)
+    );
+    out.push(format!(
+        "CREATE TRIGGER run_recovery_stamp_insert AFTER INSERT ON {table}
+WHEN {}
+BEGIN
+  {stamp}
+END",
+        live_test(cfg, &format!("NEW.{status}"))
+    ));
+    out.push(format!(
+        "CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF {status} ON {table}
+WHEN {} AND (OLD.{status} IS NULL OR NOT {})
+BEGIN
+  {stamp}
+END",
+        live_test(cfg, &format!("NEW.{status}")),
+        live_test(cfg, &format!("OLD.{status}"))
+    ));
+
+    // 2. Fencing: a metadata write that carries an older lease than the row holds.
+    let (new, old) = (format!("NEW.{meta}"), format!("OLD.{meta}"));
+    out.push(format!(
+        "CREATE TRIGGER run_recovery_lease_guard BEFORE UPDATE OF {meta} ON {table}
+WHEN CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END
+BEGIN
+  SELECT RAISE(ABORT, {});
+END",
+        int_at(&new, "lease"),
+        int_at(&old, "lease"),
+        literal(STALE_LEASE_MESSAGE)
+    ));
+
+    // 3. Merge-back: recovery keys a plain write dropped (or moved backwards) are
+    //    restored from the row's previous metadata, one key per statement.
+    //    Each statement re-checks against the current value, so the order in
+    //    which SQLite runs this and the stamp trigger does not matter.
+    let cur = meta.as_str();
+    let restores: Vec<(&str, String, String)> = vec![
+        (
+            "lastHeartbeat",
+            format!("{} OR {} < {}", lacks(cur, "lastHeartbeat"), int_at(cur, "lastHeartbeat"), int_at(&old, "lastHeartbeat")),
+            format!("{} OR {} < {}", lacks(&new, "lastHeartbeat"), int_at(&new, "lastHeartbeat"), int_at(&old, "lastHeartbeat")),
+        ),
+        (
+            "lease",
+            format!("{} OR {} < {}", lacks(cur, "lease"), int_at(cur, "lease"), int_at(&old, "lease")),
+            lacks(&new, "lease"),
+        ),
+        (
+            "resumes",
+            format!("{} OR {} < {}", lacks(cur, "resumes"), int_at(cur, "resumes"), int_at(&old, "resumes")),
+            format!("{} OR {} < {}", lacks(&new, "resumes"), int_at(&new, "resumes"), int_at(&old, "resumes")),
+        ),
+        (
+            "checkpointState",
+            format!("{} OR {} < {}", lacks(cur, "checkpointState"), int_at(cur, "checkpointStep"), int_at(&old, "checkpointStep")),
+            format!("{} OR {} < {}", lacks(&new, "checkpointState"), int_at(&new, "checkpointStep"), int_at(&old, "checkpointStep")),
+        ),
+        (
+            "checkpointStep",
+            format!("{} OR {} < {}", lacks(cur, "checkpointStep"), int_at(cur, "checkpointStep"), int_at(&old, "checkpointStep")),
+            format!("{} OR {} < {}", lacks(&new, "checkpointStep"), int_at(&new, "checkpointStep"), int_at(&old, "checkpointStep")),
+        ),
+        ("dismissedHeartbeat", lacks(cur, "dismissedHeartbeat"), lacks(&new, "dismissedHeartbeat")),
+        (
+            "recoveryLog",
+            format!("{} OR json_array_length({cur}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(cur, "recoveryLog")),
+            format!("{} OR json_array_length({new}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(&new, "recoveryLog")),
+        ),
+    ];
+    let when = restores
+        .iter()
+        .map(|(key, _, lost)| format!("({} AND ({lost}))", has(&old, key)))
+        .collect::<Vec<_>>()
+        .join("\n    OR ");
+    let body = restores
+        .iter()
+        .map(|(key, lost_now, _)| {
+            format!(
+                "  UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.{key}', json({old} -> '$.{key}'))
+    WHERE {id} = NEW.{id} AND {} AND {} AND ({lost_now});",
+                writable(meta),
+                has(&old, key)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push(format!(
+        "CREATE TRIGGER run_recovery_merge_back AFTER UPDATE OF {meta} ON {table}
+WHEN CASE WHEN {} AND {} THEN
+    {when}
+  ELSE 0 END
+BEGIN
+{body}
+END",
+        is_object(&old),
+        writable(&new),
+    ));
+
+    // 4. Orphan detection for every client.
+    out.push(format!(
+        "CREATE VIEW {VIEW} AS\n{}",
+        orphan_select(cfg, NOW_MS, &cfg.stale_after_ms.to_string(), "0")
+    ));
+
+    // 5. Runs live right now that never heartbeated get a first stamp, so they are
+    //    not orphans before their executor had a chance (an existing heartbeat is kept).
+    out.push(format!(
+        "UPDATE {table} SET {meta} = json_insert(json_insert(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {NOW_MS}), '$.lease', 1)
+WHERE {} AND {} AND {}",
+        live_index_test(cfg, status),
+        writable(meta),
+        format_args!("({meta} IS NULL OR {})", lacks(meta, "lastHeartbeat")),
+    ));
+
+    out.push(format!(
+        "INSERT OR REPLACE INTO {SETTINGS_TABLE} (key, value) VALUES ('config', {}), ('schema_version', '{SCHEMA_VERSION}')",
+        literal(&cfg.to_json().to_string())
+    ));
+    out
+}
+
+/// Drops every object install makes; `settings` also drops the settings table.
+pub fn uninstall_script(settings: bool) -> Vec<String> {
+    let mut out: Vec<String> = TRIGGERS
+        .iter()
+        .map(|t| format!("DROP TRIGGER IF EXISTS {t}"))
+        .collect();
+    out.push(format!("DROP VIEW IF EXISTS {VIEW}"));
+    if settings {
+        out.push(format!("DROP TABLE IF EXISTS {SETTINGS_TABLE}"));
+    }
+    out
+}
+
+/// The install script as one text, as checked in under `sql/install.sql`.
+pub fn install_sql_file(cfg: &Config) -> String {
+    let mut s = String::from(
+        "-- Generated by run_recovery_install() for the default config; do not edit.\n\
+         -- A client without the extension can apply it as-is (sqlite3 db < sql/install.sql).\n\
+         -- A test keeps this file equal to what install generates: `make sql` rewrites it.\n",
+    );
+    s.push_str("SAVEPOINT run_recovery_install;\n");
+    for stmt in install_script(cfg) {
+        s.push_str(&stmt);
+        s.push_str(";\n");
+    }
+    s.push_str("RELEASE run_recovery_install;\n");
+    s
+}
+
+/// Statements run by the extension's functions on the calling connection.
+pub struct FunctionSql {
+    pub heartbeat: String,
+    pub checkpoint: String,
+    pub read_row: String,
+    pub write_meta: String,
+    pub write_failed: String,
+    pub orphans: String,
+}
+
+impl FunctionSql {
+    pub fn new(cfg: &Config) -> Self {
+        let Names {
+            table,
+            id,
+            status,
+            meta,
+        } = names(cfg);
+        // ?1 id, ?2 now, ?3 lease or NULL; checkpoint adds ?4 step, ?5 state (JSON text or NULL).
+        let guard = format!(
+            "{id} = ?1 AND {} AND {} AND (?3 IS NULL OR coalesce({}, 1) = ?3)",
+            live_test(cfg, &status),
+            writable(&meta),
+            int_at(&meta, "lease")
+        );
+        let forward = format!("max(?2, coalesce({}, 0))", int_at(&meta, "lastHeartbeat"));
+        let heartbeat = format!(
+            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward})
+WHERE {guard}
+RETURNING {}",
+            int_at(&meta, "lastHeartbeat")
+        );
+        let checkpoint = format!(
+            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward}, \
+'$.checkpointStep', ?4, '$.checkpointState', json(?5))
+WHERE {guard} AND coalesce({}, -1) <= ?4
+RETURNING {}",
+            int_at(&meta, "checkpointStep"),
+            int_at(&meta, "lastHeartbeat")
+        );
+        let read_row = format!("SELECT {status}, {meta} FROM {table} WHERE {id} = ?1");
+        // Compare-and-set: acts only if status and metadata are still what was read.
+        let write_meta = format!(
+            "UPDATE {table} SET {meta} = ?3 WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2"
+        );
+        let mut sets = vec![format!("{status} = ?5"), format!("{meta} = ?3")];
+        for col in [&cfg.end_time_column, &cfg.updated_at_column]
+            .into_iter()
+            .flatten()
+        {
+            sets.push(format!("{} = ?6", ident(col)));
+        }
+        let write_failed = format!(
+            "UPDATE {table} SET {} WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2",
+            sets.join(", ")
+        );
+        let orphans = orphan_select(cfg, "?1", "?2", "?3");
+        FunctionSql {
+            heartbeat,
+            checkpoint,
+            read_row,
+            write_meta,
+            write_failed,
+            orphans,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(
+            ident(r#"x"; DROP TABLE y; --"#),
+            r#""x""; DROP TABLE y; --""#
+        );
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn hostile_names_stay_inside_quotes() {
+        let cfg = Config {
+            table: r#"x"; DROP TABLE y; --"#.into(),
+            ..Config::default()
+        };
+        for stmt in install_script(&cfg) {
+            assert!(
+                !stmt.contains(r#""x"; DROP"#),
+                "unquoted identifier in {stmt}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_orphan_query_names_every_spelling_of_live_statuses() {
+        let sql = orphan_select(&Config::default(), "?1", "?2", "?3");
+        for s in [
+            "'running'",
+            "'RUNNING'",
+            "'Running'",
+            "'requires_intervention'",
+        ] {
+            assert!(sql.contains(s), "{s} missing");
+        }
+        assert!(!sql.contains("'completed'"));
+    }
+
+    #[test]
+    fn install_script_creates_every_object() {
+        let all = install_script(&Config::default()).join("\n");
+        for t in TRIGGERS {
+            assert!(all.contains(&format!("CREATE TRIGGER {t}")), "{t}");
+        }
+        assert!(all.contains("CREATE VIEW run_recovery_orphans"));
+    }
+}
