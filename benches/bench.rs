@@ -1,0 +1,5 @@
+//! Benchmarks: see mk/bench.mk (being written).
+fn main() {
+    eprintln!("benchmarks are being written; see BENCHMARKS.md");
+    std::process::exit(1);
+}
