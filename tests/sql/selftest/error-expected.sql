@@ -1,0 +1,2 @@
+-- selftest: must fail with: -error: boom
+select 1;  -- error: boom

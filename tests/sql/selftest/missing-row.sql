@@ -1,0 +1,2 @@
+-- selftest: must fail with:     +b
+select 'a' union all select 'b';  -- a

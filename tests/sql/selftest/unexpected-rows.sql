@@ -1,0 +1,2 @@
+-- selftest: must fail with:     -(no rows)
+select 'surprise';  -- (no rows)
