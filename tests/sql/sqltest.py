@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 
 MARK = "@@sqltest-case-"
 ERROR_LINE = re.compile(r"^(?:Runtime|Parse) error near line (\d+): (.*)$")
+# After a parse error the shell quotes the statement and points at the error;
+# that context is not part of the message.
+CONTEXT_END = re.compile(r"^\s*\^--- error here$")
 CONTINUATION = re.compile(r"^\s+--(?: (.*)|)$")
 NO_ROWS = "(no rows)"
 
@@ -123,7 +126,7 @@ def run(cases: list, sqlite3_bin: str, library: str | None, database: str = ":me
             current.actual.append(line.rstrip())
         else:
             return f"output before the first statement: {line!r} (did .load fail?)"
-    stray, last = [], None
+    stray, last, head = [], None, None
     for line in proc.stderr.splitlines():
         m = ERROR_LINE.match(line)
         if m:
@@ -133,7 +136,10 @@ def run(cases: list, sqlite3_bin: str, library: str | None, database: str = ":me
                 stray.append(line)
                 continue
             last = cases[owners[-1]]
-            last.errors.append(m.group(2).rstrip())
+            head = m.group(2).rstrip()
+            last.errors.append(head)
+        elif last is not None and CONTEXT_END.match(line):
+            last.errors[-1] = head  # drop the quoted statement
         elif last is not None:  # a message that goes on over several lines
             last.errors[-1] += "\n" + line
         else:
