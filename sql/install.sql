@@ -25,7 +25,7 @@ BEGIN
 END;
 CREATE TRIGGER run_recovery_merge_back AFTER UPDATE OF "properties_json" ON "protocol_runs"
 WHEN CASE WHEN CASE WHEN json_valid(OLD."properties_json") THEN json_type(OLD."properties_json") = 'object' ELSE 0 END AND (NEW."properties_json" IS NULL OR CASE WHEN json_valid(NEW."properties_json") THEN json_type(NEW."properties_json") = 'object' ELSE 0 END) THEN
-    (json_type(OLD."properties_json", '$.lastHeartbeat') IS NOT NULL AND (json_type(NEW."properties_json", '$.lastHeartbeat') IS NULL OR CAST(json_extract(NEW."properties_json", '$.lastHeartbeat') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.lastHeartbeat') AS INTEGER)))
+    (json_type(OLD."properties_json", '$.lastHeartbeat') IS NOT NULL AND (json_type(NEW."properties_json", '$.lastHeartbeat') IS NULL))
     OR (json_type(OLD."properties_json", '$.lease') IS NOT NULL AND (json_type(NEW."properties_json", '$.lease') IS NULL))
     OR (json_type(OLD."properties_json", '$.resumes') IS NOT NULL AND (json_type(NEW."properties_json", '$.resumes') IS NULL OR CAST(json_extract(NEW."properties_json", '$.resumes') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.resumes') AS INTEGER)))
     OR (json_type(OLD."properties_json", '$.checkpointState') IS NOT NULL AND (json_type(NEW."properties_json", '$.checkpointState') IS NULL OR CAST(json_extract(NEW."properties_json", '$.checkpointStep') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.checkpointStep') AS INTEGER)))
@@ -35,7 +35,7 @@ WHEN CASE WHEN CASE WHEN json_valid(OLD."properties_json") THEN json_type(OLD."p
   ELSE 0 END
 BEGIN
   UPDATE "protocol_runs" SET "properties_json" = json_set(coalesce("properties_json", '{}'), '$.lastHeartbeat', json(OLD."properties_json" -> '$.lastHeartbeat'))
-    WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND json_type(OLD."properties_json", '$.lastHeartbeat') IS NOT NULL AND (json_type("properties_json", '$.lastHeartbeat') IS NULL OR CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.lastHeartbeat') AS INTEGER));
+    WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND json_type(OLD."properties_json", '$.lastHeartbeat') IS NOT NULL AND (json_type("properties_json", '$.lastHeartbeat') IS NULL);
   UPDATE "protocol_runs" SET "properties_json" = json_set(coalesce("properties_json", '{}'), '$.lease', json(OLD."properties_json" -> '$.lease'))
     WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND json_type(OLD."properties_json", '$.lease') IS NOT NULL AND (json_type("properties_json", '$.lease') IS NULL OR CAST(json_extract("properties_json", '$.lease') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.lease') AS INTEGER));
   UPDATE "protocol_runs" SET "properties_json" = json_set(coalesce("properties_json", '{}'), '$.resumes', json(OLD."properties_json" -> '$.resumes'))

@@ -61,7 +61,11 @@ pub fn recover(
         let changed = if action == Action::Fail {
             conn.prepare_cached(&inst.sql.write_failed)
                 .and_then(|mut s| {
-                    s.execute(params![id, meta, new_meta, status, d.status, iso8601(now)])
+                    if inst.sql.write_failed_has_time {
+                        s.execute(params![id, meta, new_meta, status, d.status, iso8601(now)])
+                    } else {
+                        s.execute(params![id, meta, new_meta, status, d.status])
+                    }
                 })
         } else {
             conn.prepare_cached(&inst.sql.write_meta)

@@ -202,17 +202,16 @@ END",
         literal(STALE_LEASE_MESSAGE)
     ));
 
-    // 3. Merge-back: recovery keys a plain write dropped (or moved backwards) are
-    //    restored from the row's previous metadata, one key per statement.
+    // 3. Merge-back: recovery keys a plain write dropped are restored from the
+    //    row's previous metadata, one key per statement; a checkpoint, resume
+    //    count or recovery log that a stale write would move backwards is kept.
     //    Each statement re-checks against the current value, so the order in
     //    which SQLite runs this and the stamp trigger does not matter.
     let cur = meta.as_str();
     let restores: Vec<(&str, String, String)> = vec![
-        (
-            "lastHeartbeat",
-            format!("{} OR {} < {}", lacks(cur, "lastHeartbeat"), int_at(cur, "lastHeartbeat"), int_at(&old, "lastHeartbeat")),
-            format!("{} OR {} < {}", lacks(&new, "lastHeartbeat"), int_at(&new, "lastHeartbeat"), int_at(&old, "lastHeartbeat")),
-        ),
+        // Only when dropped: a plain write may set an older heartbeat on purpose
+        // (backdating, tests); the extension's own stamps never go backwards.
+        ("lastHeartbeat", lacks(cur, "lastHeartbeat"), lacks(&new, "lastHeartbeat")),
         (
             "lease",
             format!("{} OR {} < {}", lacks(cur, "lease"), int_at(cur, "lease"), int_at(&old, "lease")),
@@ -328,6 +327,8 @@ pub struct FunctionSql {
     pub read_row: String,
     pub write_meta: String,
     pub write_failed: String,
+    /// Whether `write_failed` takes ?6 (the time for end_time / updated_at).
+    pub write_failed_has_time: bool,
     pub orphans: String,
 }
 
@@ -373,6 +374,7 @@ RETURNING {}",
         {
             sets.push(format!("{} = ?6", ident(col)));
         }
+        let write_failed_has_time = sets.len() > 2;
         let write_failed = format!(
             "UPDATE {table} SET {} WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2",
             sets.join(", ")
@@ -384,6 +386,7 @@ RETURNING {}",
             read_row,
             write_meta,
             write_failed,
+            write_failed_has_time,
             orphans,
         }
     }

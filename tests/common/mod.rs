@@ -1,0 +1,108 @@
+//! Shared fixtures for the integration tests: the spec's schema and helpers.
+#![allow(dead_code)]
+
+use rusqlite::{Connection, Result};
+
+/// The host schema of ../shared/spec.md, verbatim.
+pub const SCHEMA: &str = "
+CREATE TABLE protocol_runs (
+  accession_id CHAR(32) NOT NULL PRIMARY KEY,
+  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
+  updated_at DATETIME,
+  name VARCHAR,
+  properties_json TEXT,
+  start_time DATETIME,
+  end_time DATETIME,
+  data_directory_path VARCHAR,
+  duration_ms INTEGER,
+  status VARCHAR(21),
+  input_parameters_json TEXT,
+  resolved_assets_json TEXT,
+  output_data_json TEXT,
+  initial_state_json TEXT,
+  final_state_json TEXT,
+  created_by_user TEXT,
+  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
+  protocol_definition_accession_id CHAR(32),
+  previous_accession_id CHAR(32)
+);
+CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
+";
+
+/// An in-memory database with the schema and run_recovery registered (not installed).
+pub fn db() -> Connection {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    run_recovery::register(&conn).unwrap();
+    conn
+}
+
+/// As [`db`], installed with the default config.
+pub fn installed() -> Connection {
+    let conn = db();
+    conn.query_row("SELECT run_recovery_install()", [], |_| Ok(()))
+        .unwrap();
+    conn
+}
+
+pub fn add_run(conn: &Connection, id: &str, status: &str, meta: Option<&str>) {
+    conn.execute(
+        "INSERT INTO protocol_runs (accession_id, name, status, properties_json, \
+         top_level_protocol_definition_accession_id) VALUES (?1, 'run ' || ?1, ?2, ?3, 'proto')",
+        rusqlite::params![id, status, meta],
+    )
+    .unwrap();
+}
+
+pub fn meta(conn: &Connection, id: &str) -> serde_json::Value {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT properties_json FROM protocol_runs WHERE accession_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    text.map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+pub fn status(conn: &Connection, id: &str) -> String {
+    conn.query_row(
+        "SELECT status FROM protocol_runs WHERE accession_id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Sets a run's lastHeartbeat through plain SQL (as an old executor would have).
+pub fn set_heartbeat(conn: &Connection, id: &str, hb: i64) {
+    conn.execute(
+        "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?2) \
+         WHERE accession_id = ?1",
+        rusqlite::params![id, hb],
+    )
+    .unwrap();
+}
+
+/// Runs a one-value query, giving the error text on failure.
+pub fn one<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Result<T, String> {
+    conn.query_row(sql, [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
+
+/// Every row of the table, for before/after comparisons.
+pub fn snapshot(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = conn
+        .prepare("SELECT * FROM protocol_runs ORDER BY accession_id")
+        .unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect::<Result<Vec<_>>>())
+        .unwrap()
+        .collect::<Result<Vec<_>>>()
+        .unwrap()
+}
+
+pub fn now_ms() -> i64 {
+    run_recovery::now_ms()
+}
