@@ -36,7 +36,7 @@ MARK = "@@sqltest-case-"
 ERROR_LINE = re.compile(r"^(?:Runtime|Parse) error near line (\d+): (.*)$")
 # After a parse error the shell quotes the statement and points at the error;
 # that context is not part of the message.
-CONTEXT_END = re.compile(r"^\s*\^--- error here$")
+CONTEXT_END = re.compile(r"^\s*(\^--- error here|error here ---\^)$")
 CONTINUATION = re.compile(r"^\s+--(?: (.*)|)$")
 NO_ROWS = "(no rows)"
 
