@@ -23,6 +23,7 @@ pub mod heartbeat;
 pub mod install;
 pub mod metadata;
 mod orphans;
+mod pulse;
 pub mod recover;
 pub mod sqlgen;
 mod state;
@@ -37,10 +38,12 @@ pub(crate) const READER: FunctionFlags =
     FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
 
 /// Every SQL function and module run_recovery registers.
-pub const FUNCTIONS: [&str; 9] = [
+pub const FUNCTIONS: [&str; 11] = [
     "recover_run",
     "run_checkpoint",
     "run_heartbeat",
+    "run_heartbeat_every",
+    "run_heartbeat_stop",
     "run_recovery_config",
     "run_recovery_debug",
     "run_recovery_install",
@@ -56,6 +59,7 @@ pub fn register(db: &Connection) -> Result<()> {
     heartbeat::register(db, &shared)?;
     recover::register(db, &shared)?;
     orphans::register(db, &shared)?;
+    pulse::register(db, &shared)?;
     // Connect the eponymous table now: the statement cache is tied to it
     // (see state.rs), and SQLite disconnects it before closing.
     db.prepare("SELECT 1 FROM orphaned_runs WHERE 0")?;
