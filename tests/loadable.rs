@@ -1,0 +1,178 @@
+//! The real built library (dist/run_recovery.so), loaded with
+//! sqlite3_load_extension into a host SQLite, as any client would.
+//! `make test-rust` builds it first (`make loadable`).
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use rusqlite::{Connection, LoadExtensionGuard};
+
+fn library() -> PathBuf {
+    let ext = if cfg!(target_os = "macos") {
+        "dylib"
+    } else {
+        "so"
+    };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("dist/run_recovery.{ext}"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make loadable` first",
+        path.display()
+    );
+    path
+}
+
+fn load(conn: &Connection) {
+    // SAFETY (test): loading our own library.
+    unsafe {
+        let _guard = LoadExtensionGuard::new(conn).unwrap();
+        // No entry point given: SQLite derives sqlite3_runrecovery_init from the file name.
+        conn.load_extension(library(), None::<&str>).unwrap();
+    }
+}
+
+fn names(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut v: Vec<String> = conn
+        .prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn loading_registers_exactly_the_documented_functions_and_module() {
+    let conn = Connection::open_in_memory().unwrap();
+    let fns = "SELECT name FROM pragma_function_list";
+    let mods = "SELECT name FROM pragma_module_list";
+    let (f0, m0) = (names(&conn, fns), names(&conn, mods));
+    load(&conn);
+    let added: Vec<String> = names(&conn, fns)
+        .into_iter()
+        .filter(|n| !f0.contains(n))
+        .collect();
+    let added_mods: Vec<String> = names(&conn, mods)
+        .into_iter()
+        .filter(|n| !m0.contains(n))
+        .collect();
+    let mut all = added.clone();
+    all.extend(added_mods.clone());
+    all.sort();
+    let mut expected: Vec<String> = run_recovery::FUNCTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    assert_eq!(added_mods, vec!["orphaned_runs"]);
+}
+
+#[test]
+fn writers_are_directonly_and_readers_innocuous() {
+    let conn = Connection::open_in_memory().unwrap();
+    load(&conn);
+    // pragma_function_list.flags: SQLITE_DIRECTONLY 0x80000, SQLITE_INNOCUOUS 0x200000.
+    let flags = |name: &str| -> Vec<i64> {
+        conn.prepare("SELECT flags FROM pragma_function_list WHERE name = ?1")
+            .unwrap()
+            .query_map([name], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    for w in [
+        "run_heartbeat",
+        "run_checkpoint",
+        "recover_run",
+        "run_recovery_install",
+        "run_recovery_uninstall",
+    ] {
+        let f = flags(w);
+        assert!(
+            !f.is_empty() && f.iter().all(|f| f & 0x80000 != 0),
+            "{w}: {f:?}"
+        );
+    }
+    for r in [
+        "run_recovery_version",
+        "run_recovery_debug",
+        "run_recovery_config",
+    ] {
+        let f = flags(r);
+        assert!(
+            !f.is_empty() && f.iter().all(|f| f & 0x200000 != 0 && f & 0x80000 == 0),
+            "{r}: {f:?}"
+        );
+    }
+}
+
+#[test]
+fn a_view_or_trigger_in_the_file_cannot_call_the_writers() {
+    let conn = Connection::open_in_memory().unwrap();
+    load(&conn);
+    conn.execute_batch(SCHEMA).unwrap();
+    conn.query_row("SELECT run_recovery_install()", [], |_| Ok(()))
+        .unwrap();
+    add_run(&conn, "a", "running", None);
+    conn.execute_batch("CREATE VIEW evil AS SELECT recover_run('a', 'fail', 0) AS x")
+        .unwrap();
+    let e = one::<String>(&conn, "SELECT x FROM evil").unwrap_err();
+    assert!(e.contains("unsafe use of recover_run"), "{e}");
+    assert_eq!(status(&conn, "a"), "running");
+}
+
+#[test]
+fn the_scenario_runs_through_the_loaded_library_and_the_connection_closes_cleanly() {
+    let conn = Connection::open_in_memory().unwrap();
+    load(&conn);
+    let debug: String = one(&conn, "SELECT run_recovery_debug()").unwrap();
+    let debug: serde_json::Value = serde_json::from_str(&debug).unwrap();
+    assert_eq!(debug["build"], "loadable");
+    assert_eq!(debug["version"], format!("v{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        debug["sqlite"],
+        rusqlite::version(),
+        "reports the host's SQLite"
+    );
+    conn.execute_batch(SCHEMA).unwrap();
+    one::<String>(&conn, "SELECT run_recovery_install()").unwrap();
+    add_run(&conn, "a", "running", Some(r#"{"app":1}"#));
+    add_run(&conn, "b", "running", None);
+    one::<i64>(&conn, r#"SELECT run_checkpoint('a', 1, '{"x":1}', 1)"#).unwrap();
+    set_heartbeat(&conn, "a", 1);
+    set_heartbeat(&conn, "b", 1);
+    assert_eq!(
+        names(&conn, "SELECT run_id FROM orphaned_runs"),
+        vec!["a", "b"]
+    );
+    let out: String = one(&conn, "SELECT recover_run('a', 'resume')").unwrap();
+    assert!(
+        out.contains("\"checkpoint_step\":1") && out.contains("\"lease\":2"),
+        "{out}"
+    );
+    one::<String>(&conn, "SELECT recover_run('b', 'fail')").unwrap();
+    let e = one::<i64>(&conn, "SELECT run_heartbeat('a', 1)").unwrap_err();
+    assert!(e.contains("stale lease 1"), "{e}");
+    // The statement cache is released when SQLite disconnects orphaned_runs,
+    // so sqlite3_close (not _v2) succeeds: no unfinalized statements.
+    conn.close().map_err(|(_, e)| e).unwrap();
+}
+
+#[test]
+fn many_connections_load_use_and_close() {
+    for _ in 0..50 {
+        let conn = Connection::open_in_memory().unwrap();
+        load(&conn);
+        conn.execute_batch(SCHEMA).unwrap();
+        one::<String>(&conn, "SELECT run_recovery_install()").unwrap();
+        add_run(&conn, "a", "running", None);
+        one::<i64>(&conn, "SELECT run_heartbeat('a')").unwrap();
+        one::<i64>(&conn, "SELECT count(*) FROM orphaned_runs").unwrap();
+        conn.close().map_err(|(_, e)| e).unwrap();
+    }
+}
