@@ -10,7 +10,8 @@ joined by `|`, NULL shown as `NULL`, an error as `error: <message>`:
                                     -- b
 
 An indented `--` line right after an expectation is its next row; `-- (no rows)`
-expects empty output. A statement without a comment is setup: its output is
+expects empty output; `{any}` in an expected line matches any text (for the few
+values only the wall clock decides, such as "last heartbeat 3 ms ago"). A statement without a comment is setup: its output is
 ignored, but it must not fail. Comments that start a line are prose.
 
 All statements of one file run, in order, in ONE sqlite3 process (so
@@ -39,6 +40,7 @@ ERROR_LINE = re.compile(r"^(?:Runtime|Parse) error near line (\d+): (.*)$")
 CONTEXT_END = re.compile(r"^\s*(\^--- error here|error here ---\^)$")
 CONTINUATION = re.compile(r"^\s+--(?: (.*)|)$")
 NO_ROWS = "(no rows)"
+ANY = "{any}"
 
 
 @dataclass
@@ -153,6 +155,17 @@ def run(cases: list, sqlite3_bin: str, library: str | None, database: str = ":me
     return None
 
 
+def matches(expected: list, got: list) -> bool:
+    """Line by line equality, where `{any}` in an expected line matches any text."""
+    if len(expected) != len(got):
+        return False
+    for want, line in zip(expected, got):
+        pattern = ".*?".join(re.escape(part) for part in want.split(ANY))
+        if not re.fullmatch(pattern, line, re.S):
+            return False
+    return True
+
+
 def failures(cases: list) -> list:
     """A readable report for every case whose result differs from its expectation."""
     out = []
@@ -162,7 +175,7 @@ def failures(cases: list) -> list:
             if not case.errors:
                 continue
             want = ["(setup statement: must not fail)"]
-        elif got == case.expected:
+        elif matches(case.expected, got):
             continue
         else:
             want = case.expected or [NO_ROWS]
