@@ -12,7 +12,9 @@ joined by `|`, NULL shown as `NULL`, an error as `error: <message>`:
 An indented `--` line right after an expectation is its next row; `-- (no rows)`
 expects empty output; `{any}` in an expected line matches any text (for the few
 values only the wall clock decides, such as "last heartbeat 3 ms ago"). A statement without a comment is setup: its output is
-ignored, but it must not fail. Comments that start a line are prose.
+ignored, but it must not fail. Comments that start a line are prose. A line
+that starts with `.` is a shell dot-command (setup). A file whose first line is
+`-- sqltest: without-extension` runs without loading the library.
 
 All statements of one file run, in order, in ONE sqlite3 process (so
 transactions and temp tables span statements), with the extension loaded by
@@ -79,6 +81,10 @@ def parse(text: str, source: str, first_line: int = 1) -> list:
             if not stripped or stripped.startswith("--"):
                 continue
             start = n
+            if line.startswith("."):  # a shell dot-command, e.g. .read sql/install.sql
+                last = Case(f"{source}:{n}", line, None)
+                cases.append(last)
+                continue
         buf.append(line)
         joined = "\n".join(buf)
         if sqlite3.complete_statement(joined):

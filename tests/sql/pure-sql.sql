@@ -1,0 +1,113 @@
+-- sqltest: without-extension
+-- The pure-SQL layer, as a client that never loads the extension gets it
+-- (the browser app on SQLite WASM, a stock Python): sql/install.sql is the
+-- default install's SQL, applied with the plain shell.
+
+CREATE TABLE protocol_runs (
+  accession_id CHAR(32) NOT NULL PRIMARY KEY,
+  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
+  updated_at DATETIME,
+  name VARCHAR,
+  properties_json TEXT,
+  start_time DATETIME,
+  end_time DATETIME,
+  data_directory_path VARCHAR,
+  duration_ms INTEGER,
+  status VARCHAR(21),
+  input_parameters_json TEXT,
+  resolved_assets_json TEXT,
+  output_data_json TEXT,
+  initial_state_json TEXT,
+  final_state_json TEXT,
+  created_by_user TEXT,
+  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
+  protocol_definition_accession_id CHAR(32),
+  previous_accession_id CHAR(32)
+);
+CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
+insert into protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id) values
+  ('before', 'b', 'running', NULL, 'p'),
+  ('seeded', 's', 'paused', '{"lastHeartbeat":1000}', 'p');
+.read sql/install.sql
+
+-- The extension is not here.
+select run_heartbeat('before');  -- error: no such function: run_heartbeat
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 6
+
+-- Install stamped the live run that had no heartbeat, and kept the seeded one.
+select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.lease' from protocol_runs where accession_id = 'before';  -- 1|1
+select properties_json from protocol_runs where accession_id = 'seeded';  -- {"lastHeartbeat":1000}
+
+-- Stamp on insert into a live status (any case); not for queued or pending.
+insert into protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id) values
+  ('ins', 'i', 'running', '{"app":"kept"}', 'p'),
+  ('INS', 'I', 'PREPARING', NULL, 'p'),
+  ('q', 'q', 'queued', '{"app":2}', 'p'),
+  ('pend', 'p', 'PENDING', NULL, 'p'),
+  ('arr', 'a', 'running', '[1,2]', 'p'),
+  ('bad', 'b', 'running', '{oops', 'p');
+select accession_id, properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.lease', properties_json ->> '$.app'
+  from protocol_runs where accession_id in ('ins', 'INS') order by 1;  -- INS|1|1|NULL
+                                                                       -- ins|1|1|kept
+select accession_id, properties_json from protocol_runs where accession_id in ('q', 'pend', 'arr', 'bad') order by 1;  -- arr|[1,2]
+                                                                                                                     -- bad|{oops
+                                                                                                                     -- pend|NULL
+                                                                                                                     -- q|{"app":2}
+
+-- Stamp on every transition into a live status ...
+update protocol_runs set status = 'pending' where accession_id = 'q';
+select properties_json from protocol_runs where accession_id = 'q';  -- {"app":2}
+update protocol_runs set status = 'Preparing' where accession_id = 'q';
+select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.app' from protocol_runs where accession_id = 'q';  -- 1|2
+-- ... and never backwards: a seeded heartbeat ahead of the clock is kept.
+update protocol_runs set status = 'completed', properties_json = '{"lastHeartbeat":4102444800000}' where accession_id = 'pend';
+update protocol_runs set status = 'running' where accession_id = 'pend';
+select properties_json from protocol_runs where accession_id = 'pend';  -- {"lastHeartbeat":4102444800000,"lease":1}
+-- A move between two live statuses is not a transition into one: no stamp.
+update protocol_runs set status = 'running' where accession_id = 'seeded';
+select properties_json from protocol_runs where accession_id = 'seeded';  -- {"lastHeartbeat":1000}
+
+-- The view lists orphans at the configured threshold (30000 ms); 'arr' has no
+-- readable heartbeat, so they are listed as never seen.
+select group_concat(run_id) from run_recovery_orphans;  -- arr,bad,seeded
+select run_id, name, status, last_heartbeat, age_ms > 1700000000000, lease, resumes, dismissed from run_recovery_orphans where run_id = 'seeded';  -- seeded|s|running|1000|1|1|0|0
+
+-- Lease guard: a metadata write carrying an older lease than the row holds is refused.
+update protocol_runs set properties_json = json_set(properties_json, '$.lease', 3) where accession_id = 'ins';
+update protocol_runs set properties_json = json_set(properties_json, '$.lease', 2, '$.app', 'stale') where accession_id = 'ins';  -- error: run_recovery_lease_guard: stale write refused: the metadata carries an older lease than the run holds (the run was recovered by another client) (19)
+select properties_json ->> '$.lease', properties_json ->> '$.app' from protocol_runs where accession_id = 'ins';  -- 3|kept
+-- The same or a newer lease is fine.
+update protocol_runs set properties_json = json_set(properties_json, '$.app', 'same lease') where accession_id = 'ins';
+update protocol_runs set properties_json = json_set(properties_json, '$.lease', 4) where accession_id = 'ins';
+select properties_json ->> '$.lease', properties_json ->> '$.app' from protocol_runs where accession_id = 'ins';  -- 4|same lease
+
+-- Merge-back: a plain write that drops the recovery keys gets them back.
+update protocol_runs set properties_json = '{"lastHeartbeat":5000,"checkpointStep":3,"checkpointState":{"w":1},"resumes":2,"dismissedHeartbeat":5000,"recoveryLog":[{"action":"resume"}],"lease":4}' where accession_id = 'ins';
+update protocol_runs set properties_json = '{"app":"rewritten"}' where accession_id = 'ins';
+select properties_json from protocol_runs where accession_id = 'ins';  -- {"app":"rewritten","lastHeartbeat":5000,"lease":4,"resumes":2,"checkpointState":{"w":1},"checkpointStep":3,"dismissedHeartbeat":5000,"recoveryLog":[{"action":"resume"}]}
+-- A checkpoint, resume count or log that a stale write would move backwards is kept.
+update protocol_runs set properties_json = json_set(properties_json, '$.checkpointStep', 1, '$.checkpointState', '"old"', '$.resumes', 0, '$.recoveryLog', json('[]')) where accession_id = 'ins';
+select properties_json ->> '$.checkpointStep', properties_json -> '$.checkpointState', properties_json ->> '$.resumes', json_array_length(properties_json, '$.recoveryLog') from protocol_runs where accession_id = 'ins';  -- 3|{"w":1}|2|1
+-- Forward moves are plain writes.
+update protocol_runs set properties_json = json_set(properties_json, '$.checkpointStep', 4, '$.checkpointState', json('{"w":2}')) where accession_id = 'ins';
+select properties_json ->> '$.checkpointStep', properties_json -> '$.checkpointState' from protocol_runs where accession_id = 'ins';  -- 4|{"w":2}
+-- lastHeartbeat is restored only when dropped: a plain write may backdate it on purpose.
+update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', 10) where accession_id = 'ins';
+select properties_json ->> '$.lastHeartbeat' from protocol_runs where accession_id = 'ins';  -- 10
+-- Metadata that is not an object is the app's business: the triggers leave it alone.
+update protocol_runs set properties_json = 'garbage' where accession_id = 'ins';
+select properties_json from protocol_runs where accession_id = 'ins';  -- garbage
+update protocol_runs set properties_json = '{"lease":1}' where accession_id = 'arr';
+select properties_json from protocol_runs where accession_id = 'arr';  -- {"lease":1}
+
+-- A write in a transaction that is rolled back leaves nothing behind.
+begin;
+insert into protocol_runs (accession_id, status, top_level_protocol_definition_accession_id) values ('tx', 'running', 'p');
+update protocol_runs set status = 'running' where accession_id = 'bad';
+rollback;
+select count(*) from protocol_runs where accession_id = 'tx';  -- 0
+
+-- Uninstalling by hand (what run_recovery_uninstall does) leaves run data as it is.
+create temp table snap as select accession_id, status, properties_json from protocol_runs;
+drop trigger run_recovery_stamp_insert; drop trigger run_recovery_stamp_live; drop trigger run_recovery_lease_guard; drop trigger run_recovery_merge_back; drop view run_recovery_orphans; drop table run_recovery_settings;
+select count(*) from protocol_runs p join temp.snap s using (accession_id) where p.status is s.status and p.properties_json is s.properties_json;  -- 8
