@@ -67,7 +67,7 @@ select properties_json from protocol_runs where accession_id = 'pend';  -- {"las
 update protocol_runs set status = 'running' where accession_id = 'seeded';
 select properties_json from protocol_runs where accession_id = 'seeded';  -- {"lastHeartbeat":1000}
 
--- The view lists orphans at the configured threshold (30000 ms); 'arr' has no
+-- The view lists orphans at the configured threshold (30000 ms); 'arr' and 'bad' have no
 -- readable heartbeat, so they are listed as never seen.
 select group_concat(run_id) from run_recovery_orphans;  -- arr,bad,seeded
 select run_id, name, status, last_heartbeat, age_ms > 1700000000000, lease, resumes, dismissed from run_recovery_orphans where run_id = 'seeded';  -- seeded|s|running|1000|1|1|0|0
