@@ -86,6 +86,8 @@ impl Ctl {
         !g.finished
     }
 
+    /// What the pulse has done so far (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn snapshot(&self) -> CtlState {
         self.lock().clone()
     }
