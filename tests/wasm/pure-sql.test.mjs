@@ -1,0 +1,253 @@
+// The pure-SQL layer of run_recovery inside SQLite WASM (@sqlite.org/sqlite-wasm,
+// SQLite 3.53.4), as the browser app uses it: NO extension is loaded (WASM
+// cannot load one). Two ways in:
+//   1. a database file prepared by run_recovery_install() in the sqlite3 shell
+//      with the extension (Debian's 3.40), brought into WASM with
+//      sqlite3_deserialize (and once more by writing it into WASM's file system);
+//   2. sql/install.sql, the checked-in default install script, applied inside
+//      WASM to a fresh protocol_runs table.
+// Run by `make test-wasm` (node --test), which passes RUN_RECOVERY_LOADABLE and SQLITE3.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sqlite3InitModule from '@sqlite.org/sqlite-wasm';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const LOADABLE = process.env.RUN_RECOVERY_LOADABLE || path.join(ROOT, 'dist', 'run_recovery.so');
+const SQLITE3 = process.env.SQLITE3 || 'sqlite3';
+
+const SCHEMA = `
+CREATE TABLE protocol_runs (
+  accession_id CHAR(32) NOT NULL PRIMARY KEY,
+  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
+  updated_at DATETIME,
+  name VARCHAR,
+  properties_json TEXT,
+  start_time DATETIME,
+  end_time DATETIME,
+  data_directory_path VARCHAR,
+  duration_ms INTEGER,
+  status VARCHAR(21),
+  input_parameters_json TEXT,
+  resolved_assets_json TEXT,
+  output_data_json TEXT,
+  initial_state_json TEXT,
+  final_state_json TEXT,
+  created_by_user TEXT,
+  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
+  protocol_definition_accession_id CHAR(32),
+  previous_accession_id CHAR(32)
+);
+CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
+`;
+
+const RESUMED = 'a'.repeat(32); // died, then resumed (lease 2)
+const ORPHAN = 'b'.repeat(32); // died long ago, nobody recovered it
+const NEW_RUN = 'c'.repeat(32); // started inside WASM
+const NEW_UPPER = 'd'.repeat(32); // started inside WASM, UPPERCASE statuses
+const PROTOCOL = 'f'.repeat(32);
+
+const sqlite3 = await sqlite3InitModule({ print: () => {}, printErr: (...a) => console.error(...a) });
+console.log(`@sqlite.org/sqlite-wasm ${JSON.parse(fs.readFileSync(path.join(HERE, 'node_modules/@sqlite.org/sqlite-wasm/package.json'), 'utf8')).version}: SQLite ${sqlite3.version.libVersion} under node ${process.version}`);
+
+/** Rows seeded before install: install stamps only live runs without a heartbeat. */
+function seedSql(now) {
+  const meta = (o) => `'${JSON.stringify(o)}'`;
+  return `
+INSERT INTO protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id) VALUES
+  ('${RESUMED}', 'run a', 'running', ${meta({ operator: 'ana', lastHeartbeat: now - 600000, lease: 1, checkpointStep: 2, checkpointState: { well: 'B3' } })}, '${PROTOCOL}'),
+  ('${ORPHAN}', 'run b', 'paused', ${meta({ operator: 'bo', lastHeartbeat: now - 900000, checkpointStep: 5 })}, '${PROTOCOL}');
+`;
+}
+
+/** A database file made by the sqlite3 shell with the extension: schema, seed, install, one resume. */
+function preparedByInstall(now) {
+  assert.ok(fs.existsSync(LOADABLE), `${LOADABLE} missing: make loadable`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-recovery-wasm-'));
+  const file = path.join(dir, 'runs.db');
+  const script = `.load ${LOADABLE}
+${SCHEMA}
+${seedSql(now)}
+SELECT json_extract(run_recovery_install(), '$.stale_after_ms');
+SELECT json_extract(recover_run('${RESUMED}', 'resume'), '$.lease');
+SELECT sqlite_version();
+`;
+  const out = execFileSync(SQLITE3, ['-bail', file], { input: script, encoding: 'utf8' });
+  const [stale, lease, version] = out.trim().split('\n');
+  assert.equal(stale, '30000');
+  assert.equal(lease, '2');
+  console.log(`prepared with the ${SQLITE3} shell on SQLite ${version} + ${path.basename(LOADABLE)}`);
+  return fs.readFileSync(file);
+}
+
+/** Opens `bytes` in WASM with sqlite3_deserialize. */
+function deserialize(bytes) {
+  const db = new sqlite3.oo1.DB(':memory:');
+  // A Node Buffer is not accepted as is: hand over a plain Uint8Array.
+  const p = sqlite3.wasm.allocFromTypedArray(new Uint8Array(bytes));
+  const rc = sqlite3.capi.sqlite3_deserialize(
+    db.pointer,
+    'main',
+    p,
+    bytes.length,
+    bytes.length,
+    sqlite3.capi.SQLITE_DESERIALIZE_FREEONCLOSE | sqlite3.capi.SQLITE_DESERIALIZE_RESIZEABLE,
+  );
+  db.checkRc(rc);
+  return db;
+}
+
+const meta = (db, id) =>
+  JSON.parse(db.selectValue('SELECT properties_json FROM protocol_runs WHERE accession_id = ?', [id]));
+const orphans = (db) => db.selectValues('SELECT run_id FROM run_recovery_orphans');
+
+function insert(db, id, status, props) {
+  db.exec({
+    sql: `INSERT INTO protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id)
+          VALUES (?, ?, ?, ?, ?)`,
+    bind: [id, `run ${id[0]}`, status, props === null ? null : JSON.stringify(props), PROTOCOL],
+  });
+}
+
+function assertNoExtension(db) {
+  assert.equal(db.selectValue('SELECT sqlite_version()'), '3.53.4');
+  assert.throws(() => db.selectValue('SELECT run_recovery_version()'), /no such function: run_recovery_version/);
+  assert.throws(() => db.selectValue('SELECT * FROM orphaned_runs'), /no such table: orphaned_runs/);
+}
+
+/**
+ * What the pure-SQL layer promises, on `db` holding the seeded runs after install
+ * (`resumedLease`: the lease the RESUMED run holds).
+ */
+function checkPureSqlLayer(db, resumedLease) {
+  // The orphan the executor left behind is listed by the view, with its checkpoint.
+  const rows = db.selectObjects('SELECT * FROM run_recovery_orphans');
+  assert.deepEqual(
+    rows.map((r) => r.run_id),
+    [ORPHAN],
+  );
+  assert.equal(rows[0].status, 'paused');
+  assert.equal(rows[0].checkpoint_step, 5);
+  assert.ok(rows[0].age_ms >= 900000, `age_ms ${rows[0].age_ms}`);
+  assert.equal(rows[0].dismissed, 0);
+
+  // A run going live gets its heartbeat stamped (and lease 1), lowercase or UPPERCASE.
+  insert(db, NEW_RUN, 'queued', { operator: 'cy' });
+  assert.equal(meta(db, NEW_RUN).lastHeartbeat, undefined, 'queued is not live');
+  db.exec({ sql: "UPDATE protocol_runs SET status = 'running' WHERE accession_id = ?", bind: [NEW_RUN] });
+  const m = meta(db, NEW_RUN);
+  assert.equal(typeof m.lastHeartbeat, 'number');
+  assert.ok(Math.abs(m.lastHeartbeat - Date.now()) < 60000, `lastHeartbeat ${m.lastHeartbeat} is not recent`);
+  assert.equal(m.lease, 1);
+  assert.equal(m.operator, 'cy');
+  insert(db, NEW_UPPER, 'PENDING', null);
+  db.exec({ sql: "UPDATE protocol_runs SET status = 'PREPARING' WHERE accession_id = ?", bind: [NEW_UPPER] });
+  assert.ok(Math.abs(meta(db, NEW_UPPER).lastHeartbeat - Date.now()) < 60000);
+  assert.deepEqual(orphans(db), [ORPHAN], 'a run that just started is not an orphan');
+
+  // A write carrying an older lease than the run holds is refused (RAISE) and changes nothing.
+  const held = meta(db, RESUMED);
+  assert.equal(held.lease, resumedLease);
+  const staleCopy = JSON.stringify({ ...held, lease: resumedLease - 1, operator: 'zombie' });
+  assert.throws(
+    () =>
+      db.exec({
+        sql: 'UPDATE protocol_runs SET properties_json = ? WHERE accession_id = ?',
+        bind: [staleCopy, RESUMED],
+      }),
+    /run_recovery_lease_guard: stale write refused: the metadata carries an older lease than the run holds/,
+  );
+  assert.deepEqual(meta(db, RESUMED), held);
+
+  // A write dropping the recovery keys gets them merged back; the app's keys are its own.
+  db.exec({
+    sql: "UPDATE protocol_runs SET properties_json = json_object('operator', 'ana', 'note', 'plate re-seated') WHERE accession_id = ?",
+    bind: [RESUMED],
+  });
+  const merged = meta(db, RESUMED);
+  assert.equal(merged.note, 'plate re-seated');
+  assert.equal(merged.operator, 'ana');
+  for (const k of ['lastHeartbeat', 'lease', 'checkpointStep', 'checkpointState']) {
+    assert.deepEqual(merged[k], held[k], k);
+  }
+  // The app fails the orphan by hand (pure SQL): it leaves the view.
+  db.exec({ sql: "UPDATE protocol_runs SET status = 'failed' WHERE accession_id = ?", bind: [ORPHAN] });
+  assert.deepEqual(orphans(db), []);
+}
+
+test('a database prepared by install (sqlite3 shell + extension), deserialized into WASM', () => {
+  const now = Date.now();
+  const bytes = preparedByInstall(now);
+  const db = deserialize(bytes);
+  try {
+    assertNoExtension(db);
+    // What the shell's resume left: lease 2, resumes 1, the app's keys.
+    const m = meta(db, RESUMED);
+    assert.deepEqual([m.lease, m.resumes, m.operator, m.recoveryLog.length], [2, 1, 'ana', 1]);
+    checkPureSqlLayer(db, 2);
+    assert.equal(db.selectValue('PRAGMA integrity_check'), 'ok');
+  } finally {
+    db.close();
+  }
+});
+
+test('the same file written into the WASM file system and opened by name', () => {
+  const bytes = preparedByInstall(Date.now());
+  const name = `/runs-${process.pid}.db`;
+  sqlite3.capi.sqlite3_js_posix_create_file(name, new Uint8Array(bytes));
+  const db = new sqlite3.oo1.DB(name, 'w');
+  try {
+    assertNoExtension(db);
+    assert.deepEqual(orphans(db), [ORPHAN]);
+    const cfg = JSON.parse(db.selectValue("SELECT value FROM run_recovery_settings WHERE key = 'config'"));
+    assert.equal(cfg.stale_after_ms, 30000);
+  } finally {
+    db.close();
+  }
+});
+
+test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () => {
+  const installSql = fs.readFileSync(path.join(ROOT, 'sql', 'install.sql'), 'utf8');
+  const db = new sqlite3.oo1.DB(':memory:');
+  try {
+    assertNoExtension(db);
+    db.exec(SCHEMA);
+    db.exec(seedSql(Date.now()));
+    // A run live at install time without a heartbeat is stamped by install itself.
+    insert(db, 'e'.repeat(32), 'intervening', { operator: 'eve' });
+    db.exec(installSql);
+    const triggers = db.selectValues("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name");
+    assert.deepEqual(triggers, [
+      'run_recovery_lease_guard',
+      'run_recovery_merge_back',
+      'run_recovery_stamp_insert',
+      'run_recovery_stamp_live',
+    ]);
+    const stamped = meta(db, 'e'.repeat(32));
+    assert.ok(Math.abs(stamped.lastHeartbeat - Date.now()) < 60000);
+    assert.equal(stamped.lease, 1);
+    assert.equal(meta(db, RESUMED).lastHeartbeat < Date.now() - 500000, true, 'install keeps existing heartbeats');
+    // RESUMED was never resumed here: it is an orphan holding lease 1 until the app moves it on.
+    assert.deepEqual(orphans(db), [ORPHAN, RESUMED]);
+    // Its new executor takes it over by hand (pure SQL: lease 2, fresh heartbeat).
+    db.exec({
+      sql: `UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', 2,
+              '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) WHERE accession_id = ?`,
+      bind: [RESUMED],
+    });
+    assert.deepEqual(orphans(db), [ORPHAN]);
+    checkPureSqlLayer(db, 2);
+    // Applying the script again is harmless (idempotent).
+    db.exec(installSql);
+    assert.equal(meta(db, RESUMED).note, 'plate re-seated');
+    assert.equal(db.selectValue('PRAGMA integrity_check'), 'ok');
+  } finally {
+    db.close();
+  }
+});
