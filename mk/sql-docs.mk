@@ -1,0 +1,7 @@
+# Executed docs: every SQL example in docs/api.md runs against the built
+# library through the sqlite3 shell; every registered function needs a section.
+# (test-sql, the SQL-level suite, is in the main Makefile: tests/sql/run.sh.)
+docs-check: loadable
+	$(PYTHON) scripts/docs-check.py $(SQLITE3) $(LOADABLE) docs/api.md
+
+TEST_TARGETS += docs-check
