@@ -21,7 +21,6 @@ scripts/docs-check-fixtures/, each of which must be rejected.
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -50,23 +49,6 @@ def sql_blocks(text):
     return blocks
 
 
-def registered(sqlite3_bin, library):
-    """Names of the functions and modules that `.load` adds."""
-    query = (
-        "select distinct name from pragma_function_list "
-        "union select name from pragma_module_list order by 1;"
-    )
-
-    def names(load):
-        script = (f".load {sqltest.load_argument(library)}\n" if load else "") + query
-        out = subprocess.run([sqlite3_bin, ":memory:"], input=script, capture_output=True, text=True)
-        if out.returncode != 0 or out.stderr:
-            sys.exit(f"docs-check: sqlite3 failed listing functions: {out.stderr.strip()}")
-        return set(out.stdout.split())
-
-    return sorted(names(True) - names(False))
-
-
 def check(doc, sqlite3_bin, library):
     """The list of problems in `doc` (empty when it is right), and the number of checked examples."""
     with open(doc, encoding="utf-8") as f:
@@ -83,7 +65,7 @@ def check(doc, sqlite3_bin, library):
         problems.append(f"FAIL {doc}: {problem}")
     problems += sqltest.failures(cases)
     headings = [l for l in text.splitlines() if re.match(r"^#{1,6}\s", l)]
-    for name in registered(sqlite3_bin, library):
+    for name in sqltest.registered(sqlite3_bin, library):
         if not any(re.search(rf"\b{re.escape(name)}\b", h) for h in headings):
             problems.append(f"FAIL {doc}: no section for {name} (a heading that names it)")
     return problems, sum(c.expected is not None for c in cases)
@@ -117,7 +99,7 @@ def main(argv):
     n, broken = self_test(sqlite3_bin, library)
     for b in broken:
         print(f"FAIL docs-check self-test {b}")
-    functions = registered(sqlite3_bin, library)
+    functions = sqltest.registered(sqlite3_bin, library)
     print(f"docs-check: {checked} examples checked, {len(functions)} registered functions, "
           f"{len(problems)} problems; self-test: {n - len(broken)}/{n} bad docs rejected")
     return 1 if problems or broken or not n else 0

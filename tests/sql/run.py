@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +36,12 @@ def main(sqlite3_bin, library):
         print(f"{'ok  ' if not reports else 'FAIL'} {path} ({n} checked)")
         for r in reports:
             print(r)
+    # Every function and module the extension registers has a test.
+    texts = "".join(open(p, encoding="utf-8").read() for p in glob.glob("tests/sql/*.sql"))
+    for name in sqltest.registered(sqlite3_bin, library):
+        if not re.search(rf"\b{re.escape(name)}\s*\(", texts):
+            failed += 1
+            print(f"FAIL tests/sql: no test calls {name}()")
     # The runner must be able to fail: each fixture has a deliberate mistake.
     selftests, broken = 0, []
     for path in sorted(glob.glob("tests/sql/selftest/*.sql")):

@@ -193,3 +193,20 @@ def failures(cases: list) -> list:
         )
         out.append(f"FAIL {case.source}\n{sql}\n{diff}")
     return out
+
+
+def registered(sqlite3_bin, library):
+    """Names of the functions and modules that `.load` adds."""
+    query = (
+        "select distinct name from pragma_function_list "
+        "union select name from pragma_module_list order by 1;"
+    )
+
+    def names(load):
+        script = (f".load {load_argument(library)}\n" if load else "") + query
+        out = subprocess.run([sqlite3_bin, ":memory:"], input=script, capture_output=True, text=True)
+        if out.returncode != 0 or out.stderr:
+            raise RuntimeError(f"sqlite3 failed listing functions: {out.stderr.strip()}")
+        return set(out.stdout.split())
+
+    return sorted(names(True) - names(False))
