@@ -64,6 +64,8 @@ select group_concat(run_id) from orphaned_runs(1999, 4102444802000);  -- arr,o1,
 select group_concat(run_id) from orphaned_runs where threshold_ms = 1500 and now_ms = 3000;  -- arr,o1
 select group_concat(run_id) from orphaned_runs where now_ms = 3001 and threshold_ms = 0;  -- arr,o1,o2,o3
 select threshold_ms, now_ms > 1700000000000, include_dismissed from orphaned_runs limit 1;  -- 30000|1|0
+-- Several values for an input: one pass each.
+select group_concat(run_id || ':' || threshold_ms) from orphaned_runs where now_ms = 3001 and threshold_ms in (1500, 0);  -- arr:0,o1:0,o2:0,o3:0,arr:1500,o1:1500
 -- Any order can be asked for.
 select group_concat(run_id) from (select run_id from orphaned_runs(0, 5000) order by last_heartbeat desc);  -- o3,o2,o1,arr
 -- A NULL input gives no rows (as generate_series does).
