@@ -78,6 +78,8 @@ setup(
     version=prepare(),
     description="Session recovery for lab protocol runs, as a SQLite extension "
     "(heartbeats, checkpoints, orphan detection, fenced recovery)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
     license="MIT OR Apache-2.0",
     packages=["run_recovery"],
     package_data={"run_recovery": [LIBRARY, "py.typed"]},
