@@ -16,54 +16,40 @@ use crate::metadata::{parse, State};
 use crate::state::{now_ms, Installed, Shared};
 use crate::{args, WRITER};
 
-/// Stamps `lastHeartbeat` (never backwards) and returns it.
+/// Stamps `lastHeartbeat` (never backwards) and returns it; `Ok(None)` when
+/// the statement changed no row (then [`diagnose`] says why). `config` is the
+/// stored config text `inst` was built from.
 pub fn heartbeat(
     conn: &Connection,
     inst: &Installed,
+    config: &str,
     id: &Value,
-    id_text: &str,
     lease: Option<i64>,
     now: i64,
-) -> Result<i64> {
-    const F: &str = "run_heartbeat";
-    let mut stmt = conn
-        .prepare_cached(&inst.sql.heartbeat)
-        .map_err(|e| wrap(F, e))?;
-    match stmt
-        .query_row(params![id, now, lease], |r| r.get::<_, i64>(0))
+) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(&inst.sql.heartbeat)?;
+    stmt.query_row(params![id, now, lease, config], |r| r.get::<_, i64>(0))
         .optional()
-        .map_err(|e| wrap(F, e))?
-    {
-        Some(hb) => Ok(hb),
-        None => Err(diagnose(conn, inst, F, id, id_text, lease, None)),
-    }
 }
 
 /// Records checkpoint `step` with `state` (JSON text or NULL) and a heartbeat
-/// in one statement; returns the heartbeat.
+/// in one statement; returns the heartbeat, or `Ok(None)` as [`heartbeat`].
 #[allow(clippy::too_many_arguments)]
 pub fn checkpoint(
     conn: &Connection,
     inst: &Installed,
+    config: &str,
     id: &Value,
-    id_text: &str,
     step: i64,
     state: Option<&str>,
     lease: Option<i64>,
     now: i64,
-) -> Result<i64> {
-    const F: &str = "run_checkpoint";
-    let mut stmt = conn
-        .prepare_cached(&inst.sql.checkpoint)
-        .map_err(|e| wrap(F, e))?;
-    match stmt
-        .query_row(params![id, now, lease, step, state], |r| r.get::<_, i64>(0))
-        .optional()
-        .map_err(|e| wrap(F, e))?
-    {
-        Some(hb) => Ok(hb),
-        None => Err(diagnose(conn, inst, F, id, id_text, lease, Some(step))),
-    }
+) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(&inst.sql.checkpoint)?;
+    stmt.query_row(params![id, now, lease, config, step, state], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
 }
 
 /// Says why a stamp changed no row. Reads the row; changes nothing.
@@ -164,9 +150,15 @@ fn sql_heartbeat(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
     };
     // SAFETY: the handle is only used on this thread, during this call.
     let handle = unsafe { ctx.get_connection()?.handle() };
-    shared.run(handle, F, |conn, inst| {
-        heartbeat(conn, inst, &id, &id_text, lease, now_ms())
-    })
+    let now = now_ms();
+    shared
+        .run_fast(
+            handle,
+            F,
+            |conn, inst, config| heartbeat(conn, inst, config, &id, lease, now),
+            |conn, inst| diagnose(conn, inst, F, &id, &id_text, lease, None),
+        )
+        .map_err(|e| wrap(F, e))
 }
 
 fn sql_checkpoint(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
@@ -183,16 +175,15 @@ fn sql_checkpoint(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
     };
     // SAFETY: the handle is only used on this thread, during this call.
     let handle = unsafe { ctx.get_connection()?.handle() };
-    shared.run(handle, F, |conn, inst| {
-        checkpoint(
-            conn,
-            inst,
-            &id,
-            &id_text,
-            step,
-            state.as_deref(),
-            lease,
-            now_ms(),
+    let now = now_ms();
+    shared
+        .run_fast(
+            handle,
+            F,
+            |conn, inst, config| {
+                checkpoint(conn, inst, config, &id, step, state.as_deref(), lease, now)
+            },
+            |conn, inst| diagnose(conn, inst, F, &id, &id_text, lease, Some(step)),
         )
-    })
+        .map_err(|e| wrap(F, e))
 }

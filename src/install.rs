@@ -149,7 +149,7 @@ pub fn debug_info() -> serde_json::Value {
     })
 }
 
-pub fn register(db: &Connection, _shared: &Arc<crate::state::Shared>) -> Result<()> {
+pub fn register(db: &Connection, shared: &Arc<crate::state::Shared>) -> Result<()> {
     for n_arg in [0, 1] {
         db.create_scalar_function(c"run_recovery_install", n_arg, WRITER, |ctx| {
             const F: &str = "run_recovery_install";
@@ -187,8 +187,11 @@ pub fn register(db: &Connection, _shared: &Arc<crate::state::Shared>) -> Result<
         READER | FunctionFlags::SQLITE_DETERMINISTIC,
         |_| Ok(VERSION),
     )?;
-    db.create_scalar_function(c"run_recovery_debug", 0, READER, |_| {
-        Ok(debug_info().to_string())
+    let shared = shared.clone();
+    db.create_scalar_function(c"run_recovery_debug", 0, READER, move |_| {
+        let mut info = debug_info();
+        info["statement_cache"] = shared.cache_in_use().into();
+        Ok(info.to_string())
     })?;
     Ok(())
 }

@@ -340,11 +340,16 @@ impl FunctionSql {
             status,
             meta,
         } = names(cfg);
-        // ?1 id, ?2 now, ?3 lease or NULL; checkpoint adds ?4 step, ?5 state (JSON text or NULL).
+        // ?1 id, ?2 now, ?3 lease or NULL, ?4 the config text these statements
+        // were made from (so a changed install is noticed inside the same
+        // statement); checkpoint adds ?5 step, ?6 state (JSON text or NULL).
+        // Malformed metadata makes json_type() raise: the caller then reads
+        // the row to say so (see heartbeat::diagnose); nothing is written.
         let guard = format!(
-            "{id} = ?1 AND {} AND {} AND (?3 IS NULL OR coalesce({}, 1) = ?3)",
+            "{id} = ?1 AND {} AND ({meta} IS NULL OR json_type({meta}) = 'object') \
+AND (?3 IS NULL OR coalesce({}, 1) = ?3) \
+AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status),
-            writable(&meta),
             int_at(&meta, "lease")
         );
         let forward = format!("max(?2, coalesce({}, 0))", int_at(&meta, "lastHeartbeat"));
@@ -356,8 +361,8 @@ RETURNING {}",
         );
         let checkpoint = format!(
             "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward}, \
-'$.checkpointStep', ?4, '$.checkpointState', json(?5))
-WHERE {guard} AND coalesce({}, -1) <= ?4
+'$.checkpointStep', ?5, '$.checkpointState', json(?6))
+WHERE {guard} AND coalesce({}, -1) <= ?5
 RETURNING {}",
             int_at(&meta, "checkpointStep"),
             int_at(&meta, "lastHeartbeat")

@@ -48,6 +48,11 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether calls on this connection currently use the statement cache.
+    pub fn cache_in_use(&self) -> bool {
+        self.lock().vtabs > 0
+    }
+
     pub fn vtab_connected(&self) {
         self.lock().vtabs += 1;
     }
@@ -70,6 +75,56 @@ impl Shared {
         func: &str,
         f: impl FnOnce(&Connection, &Installed) -> Result<R>,
     ) -> Result<R> {
+        self.with_conn(handle, |conn, cache| {
+            let (_, inst) = load(conn, cache, func)?;
+            f(conn, &inst)
+        })
+    }
+
+    /// The hot path of run_heartbeat / run_checkpoint. `attempt` runs one
+    /// statement that itself checks the stored config is still the text it
+    /// is given (so no separate read of the settings, no second transaction)
+    /// and returns `Ok(None)` when it changed no row. Then the config is read
+    /// afresh and `attempt` tried once more, before `explain` says why.
+    pub fn run_fast<R>(
+        &self,
+        handle: *mut ffi::sqlite3,
+        func: &str,
+        attempt: impl Fn(&Connection, &Installed, &str) -> Result<Option<R>>,
+        explain: impl FnOnce(&Connection, &Installed) -> rusqlite::Error,
+    ) -> Result<R> {
+        self.with_conn(handle, |conn, cache| {
+            if let Some((text, inst)) = cache.clone() {
+                match attempt(conn, &inst, &text) {
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) => {}
+                    // Schema or JSON trouble: re-read the config, then explain.
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::Unknown => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let (text, inst) = load(conn, cache, func)?;
+            match attempt(conn, &inst, &text) {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err(explain(conn, &inst)),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::Unknown =>
+                {
+                    Err(explain(conn, &inst))
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Gives `f` a connection on `handle` and the config cache: the cached
+    /// statements when they can be used, else a fresh connection object.
+    fn with_conn<R>(
+        &self,
+        handle: *mut ffi::sqlite3,
+        f: impl FnOnce(&Connection, &mut Cached) -> Result<R>,
+    ) -> Result<R> {
         let guard = match self.inner.try_lock() {
             Ok(g) => Some(g),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -89,16 +144,14 @@ impl Shared {
                 let conn = conn
                     .as_ref()
                     .ok_or_else(|| errors::internal("statement cache missing"))?;
-                let inst = load(conn, installed, func)?;
-                f(conn, &inst)
+                f(conn, installed)
             }
             other => {
                 drop(other);
                 // SAFETY: as above; this Connection lives only for this call.
                 let conn = unsafe { Connection::from_handle(handle) }?;
                 let mut fresh = None;
-                let inst = load(&conn, &mut fresh, func)?;
-                let out = f(&conn, &inst);
+                let out = f(&conn, &mut fresh);
                 conn.flush_prepared_statement_cache();
                 out
             }
@@ -106,12 +159,14 @@ impl Shared {
     }
 }
 
+type Cached = Option<(String, std::sync::Arc<Installed>)>;
+
 /// Reads the stored config, reusing what was built from it when unchanged.
 fn load(
     conn: &Connection,
-    cache: &mut Option<(String, std::sync::Arc<Installed>)>,
+    cache: &mut Cached,
     func: &str,
-) -> Result<std::sync::Arc<Installed>> {
+) -> Result<(String, std::sync::Arc<Installed>)> {
     let text: Option<String> = conn
         .prepare_cached(CONFIG_SQL)
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
@@ -121,7 +176,7 @@ fn load(
     };
     if let Some((seen, inst)) = cache {
         if *seen == text {
-            return Ok(inst.clone());
+            return Ok((text, inst.clone()));
         }
     }
     let cfg = Config::from_stored(&text)
@@ -130,8 +185,8 @@ fn load(
         sql: FunctionSql::new(&cfg),
         cfg,
     });
-    *cache = Some((text, inst.clone()));
-    Ok(inst)
+    *cache = Some((text.clone(), inst.clone()));
+    Ok((text, inst))
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.
