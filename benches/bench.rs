@@ -12,7 +12,8 @@
 //!
 //! Modes (first non-flag argument): `all` (default), `heartbeat`, `orphans`,
 //! `load`, `concurrency`; `worker` and `checker` are the child processes of
-//! `concurrency`. Knobs (environment): `BENCH_ROUNDS` (default 9),
+//! `concurrency`; `profile WHAT` runs one contender in a loop for
+//! callgrind (see BENCHMARKS.md). Knobs (environment): `BENCH_ROUNDS` (default 9),
 //! `BENCH_SIZES` (default `10000,100000,1000000`), `BENCH_CONC_SECS`
 //! (default 30), `BENCH_OUT` (markdown copy of the tables, default
 //! `target/bench-results.md`).
@@ -37,6 +38,7 @@ fn main() {
         "concurrency" => concurrency::coordinator(),
         "worker" => concurrency::worker(&args[1..]),
         "checker" => concurrency::checker(&args[1..]),
+        "profile" => scenarios::profile(args.get(1).map(String::as_str).unwrap_or("")),
         other => Err(format!(
             "unknown mode '{other}', expected all, heartbeat, orphans, load or concurrency"
         )

@@ -61,6 +61,22 @@ fn heartbeat_db(conn: &Connection) -> Res<(Vec<String>, f64)> {
     Ok((live, bytes as f64 / HB_RUNS as f64))
 }
 
+/// The heartbeat fast path proposed to the core (see BENCHMARKS.md): every
+/// guard of run_heartbeat's statement, but the live test as a CASE (an IN list
+/// of 8 constants makes SQLite build an ephemeral table on every execution)
+/// and no RETURNING (another ephemeral table, and a re-parse of the new JSON):
+/// the common case, a heartbeat that moves forward, returns ?2 when one row
+/// changed; anything else falls back to the current statement.
+const PROPOSED_FAST_HEARTBEAT: &str = "UPDATE \"protocol_runs\" SET \"properties_json\" = \
+json_set(\"properties_json\", '$.lastHeartbeat', ?2)
+WHERE \"accession_id\" = ?1
+  AND CASE lower(\"status\") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 \
+WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 \
+WHEN 'requires_intervention' THEN 1 ELSE 0 END
+  AND CASE WHEN json_valid(\"properties_json\") THEN json_type(\"properties_json\") = 'object' ELSE 0 END
+  AND (?3 IS NULL OR coalesce(CAST(json_extract(\"properties_json\", '$.lease') AS INTEGER), 1) = ?3)
+  AND coalesce(CAST(json_extract(\"properties_json\", '$.lastHeartbeat') AS INTEGER), 0) <= ?2";
+
 /// run_heartbeat vs the hand-written UPDATE vs the app's read-modify-write,
 /// in memory and on a WAL file database with synchronous=NORMAL.
 pub fn heartbeat() -> Res {
@@ -129,6 +145,43 @@ WHERE accession_id = ?1";
                         "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
                     )?
                     .execute(params![ids[next], v.to_string()])?;
+                }
+                Ok(t.elapsed().as_secs_f64())
+            }),
+        ));
+        // Diagnostics: the function's own UPDATE … RETURNING run directly
+        // (no SQL function call, no config read), and the fast path proposed
+        // in BENCHMARKS.md (no RETURNING, no IN-list ephemeral table).
+        let fsql = run_recovery::sqlgen::FunctionSql::new(&run_recovery::config::Config::default());
+        let direct = fsql.heartbeat;
+        let mut next = 0usize;
+        variants.push((
+            "diagnostic: run_heartbeat's UPDATE … RETURNING, run directly".into(),
+            Box::new(move || {
+                let mut stmt = c.prepare_cached(&direct)?;
+                let t = Instant::now();
+                for _ in 0..HB_BATCH {
+                    next = (next + 1) % ids.len();
+                    let none: Option<i64> = None;
+                    let _: i64 =
+                        stmt.query_row(params![ids[next], now_ms(), none], |r| r.get(0))?;
+                }
+                Ok(t.elapsed().as_secs_f64())
+            }),
+        ));
+        let mut next = 0usize;
+        variants.push((
+            "diagnostic: proposed fast-path UPDATE, run directly".into(),
+            Box::new(move || {
+                let mut stmt = c.prepare_cached(PROPOSED_FAST_HEARTBEAT)?;
+                let t = Instant::now();
+                for _ in 0..HB_BATCH {
+                    next = (next + 1) % ids.len();
+                    let none: Option<i64> = None;
+                    let n = stmt.execute(params![ids[next], now_ms(), none])?;
+                    if n != 1 {
+                        return Err("proposed fast path changed no row".into());
+                    }
                 }
                 Ok(t.elapsed().as_secs_f64())
             }),
@@ -205,6 +258,46 @@ fn open_history(path: &Path) -> Res<Connection> {
     Ok(conn)
 }
 
+/// The orphan SELECT proposed to the core (see BENCHMARKS.md), for the
+/// default config. Every live run costs one JSON parse (json_valid, whose
+/// parse json_extract then finds in SQLite's JSON cache), as in the
+/// hand-written query; the other columns are extracted once per candidate in
+/// MATERIALIZED CTEs, instead of re-validating the metadata inside every
+/// column expression and again in WHERE and ORDER BY (what flattening the
+/// current subquery does). ?1 now_ms, ?2 threshold_ms, ?3 include_dismissed.
+fn proposed_orphan_select() -> String {
+    let meta = "\"properties_json\"";
+    let int_at = |key: &str| format!("CAST(json_extract(m, '$.{key}') AS INTEGER)");
+    format!(
+        "WITH candidates AS MATERIALIZED (
+  SELECT \"accession_id\" AS run_id, \"name\" AS name, \"status\" AS status, ?1 AS now_ms,
+         CASE WHEN CASE WHEN json_valid({meta}) THEN json_type({meta}) = 'object' ELSE 0 END THEN {meta} END AS m
+  FROM \"protocol_runs\"
+  WHERE \"status\" IN ({live})
+    AND coalesce(CASE WHEN json_valid({meta}) THEN CAST(json_extract({meta}, '$.lastHeartbeat') AS INTEGER) END, 0) < ?1 - (?2)),
+fields AS MATERIALIZED (
+  SELECT run_id, name, status, now_ms,
+         {hb} AS last_heartbeat,
+         {step} AS checkpoint_step,
+         m -> '$.checkpointState' AS checkpoint_state,
+         coalesce({lease}, 1) AS lease,
+         coalesce({resumes}, 0) AS resumes,
+         json_extract(m, '$.dismissedHeartbeat') AS dismissed_at
+  FROM candidates)
+SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
+       checkpoint_step, checkpoint_state, lease, resumes,
+       coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
+FROM fields
+WHERE (?3) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
+ORDER BY coalesce(last_heartbeat, 0), run_id",
+        live = live_status_list(),
+        hb = int_at("lastHeartbeat"),
+        step = int_at("checkpointStep"),
+        lease = int_at("lease"),
+        resumes = int_at("resumes"),
+    )
+}
+
 /// `SELECT * FROM orphaned_runs` and the view vs the hand-written indexed query.
 pub fn orphans() -> Res {
     let mut report = Report::new();
@@ -222,7 +315,7 @@ pub fn orphans() -> Res {
         let c = &conn;
         let hand = hand_sql.as_str();
         let check = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Res<usize> {
-            Ok(drain(&mut c.prepare_cached(sql)?, p)?)
+            drain(&mut c.prepare_cached(sql)?, p)
         };
         let cutoff = now_ms() - 30_000;
         let counts = (
@@ -237,6 +330,23 @@ pub fn orphans() -> Res {
             .prepare(&format!("EXPLAIN QUERY PLAN {hand}"))?
             .query_map([0], |r| r.get(3))?
             .collect::<Result<_, _>>()?;
+        // The proposed SELECT returns exactly what orphaned_runs returns.
+        let now = now_ms();
+        let rows_of = |sql: &str| -> Res<Vec<Vec<rusqlite::types::Value>>> {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt
+                .query_map(params![now, 30_000, 0], |r| {
+                    (0..10).map(|i| r.get(i)).collect::<Result<Vec<_>, _>>()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        };
+        let fsql = run_recovery::sqlgen::FunctionSql::new(&run_recovery::config::Config::default());
+        let current = fsql.orphans;
+        let proposed = proposed_orphan_select();
+        if rows_of(&current)? != rows_of(&proposed)? {
+            return Err("the proposed orphan SELECT disagrees with orphaned_runs".into());
+        }
         let mut variants: Vec<(String, Batch<'_>)> = Vec::new();
         variants.push((
             "hand-written: status IN (…) AND json_extract(…) < ? (baseline)".into(),
@@ -260,6 +370,28 @@ pub fn orphans() -> Res {
                     let t = Instant::now();
                     for _ in 0..BATCH {
                         drain(&mut stmt, [])?;
+                    }
+                    Ok(t.elapsed().as_secs_f64())
+                }),
+            ));
+        }
+        for (name, sql) in [
+            (
+                "diagnostic: orphaned_runs' SELECT, run directly",
+                current.as_str(),
+            ),
+            (
+                "diagnostic: proposed SELECT, run directly",
+                proposed.as_str(),
+            ),
+        ] {
+            variants.push((
+                name.to_string(),
+                Box::new(move || {
+                    let mut stmt = c.prepare_cached(sql)?;
+                    let t = Instant::now();
+                    for _ in 0..BATCH {
+                        drain(&mut stmt, params![now_ms(), 30_000, 0])?;
                     }
                     Ok(t.elapsed().as_secs_f64())
                 }),
@@ -610,5 +742,55 @@ fn python(report: &mut Report, rounds: usize, big: &Path) -> Res {
         "no load",
         &rows,
     );
+    Ok(())
+}
+
+/// `profile WHAT`: one contender alone in a loop, for
+/// `valgrind --tool=callgrind`. WHAT: hb-ext, hb-hand (in memory, 20000
+/// calls), orph-vtab, orph-view, orph-proposed, orph-hand (10k-run database, 2000 queries).
+pub fn profile(what: &str) -> Res {
+    if let Some(kind) = what.strip_prefix("hb-") {
+        let conn = Connection::open_in_memory()?;
+        let (ids, _) = heartbeat_db(&conn)?;
+        let sql = match kind {
+            "ext" => "SELECT run_heartbeat(?1)",
+            "hand" => "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?2) \
+WHERE accession_id = ?1 RETURNING 1",
+            _ => return Err(format!("unknown profile '{what}'").into()),
+        };
+        let mut stmt = conn.prepare(sql)?;
+        let n = stmt.parameter_count();
+        for i in 0..20_000 {
+            let id = &ids[i % ids.len()];
+            if n == 1 {
+                stmt.query_row([id], |_| Ok(()))?;
+            } else {
+                stmt.query_row(params![id, now_ms()], |_| Ok(()))?;
+            }
+        }
+        return Ok(());
+    }
+    let sql = match what {
+        "orph-vtab" => "SELECT * FROM orphaned_runs".to_string(),
+        "orph-view" => "SELECT * FROM run_recovery_orphans".to_string(),
+        "orph-proposed" => proposed_orphan_select(),
+        "orph-hand" => format!(
+            "SELECT accession_id, name, status, properties_json FROM protocol_runs \
+             WHERE status IN ({}) AND json_extract(properties_json, '$.lastHeartbeat') < ?1",
+            live_status_list()
+        ),
+        _ => return Err(format!("unknown profile '{what}'").into()),
+    };
+    let conn = open_history(&history_db(10_000)?)?;
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for _ in 0..2000 {
+        if stmt.parameter_count() == 1 {
+            drain(&mut stmt, [now_ms() - 30_000])?;
+        } else if stmt.parameter_count() == 3 {
+            drain(&mut stmt, params![now_ms(), 30_000, 0])?;
+        } else {
+            drain(&mut stmt, [])?;
+        }
+    }
     Ok(())
 }
