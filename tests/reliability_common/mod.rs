@@ -40,7 +40,19 @@ CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
 ";
 
 /// Opens `path` with run_recovery registered, WAL and a generous busy timeout.
+/// Registers before running any SQL (see `open_registered_late`).
 pub fn open(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open");
+    run_recovery::register(&conn).expect("register");
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn
+}
+
+/// Like [`open`], but the schema is read (by `PRAGMA journal_mode`) before
+/// the functions are registered — what an app does when it loads the
+/// extension after its first query.
+pub fn open_registered_late(path: &Path) -> Connection {
     let conn = Connection::open(path).expect("open");
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
     conn.pragma_update(None, "journal_mode", "wal").unwrap();
@@ -141,14 +153,27 @@ pub fn snapshot(conn: &Connection) -> Vec<String> {
         let n = s.column_count();
         let rows = s
             .query_map([], |r| {
-                let vals: Vec<rusqlite::types::Value> =
-                    (0..n).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
+                let vals: Vec<String> = (0..n)
+                    .map(|i| r.get_ref(i).map(show_raw))
+                    .collect::<rusqlite::Result<_>>()?;
                 Ok(format!("{t}: {vals:?}"))
             })
             .unwrap();
         out.extend(rows.map(|r| r.unwrap()));
     }
     out
+}
+
+/// A value exactly as stored (text as bytes: it may be invalid UTF-8).
+fn show_raw(v: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => format!("int {i}"),
+        ValueRef::Real(r) => format!("real {:?}", r.to_bits()),
+        ValueRef::Text(t) => format!("text {t:?}"),
+        ValueRef::Blob(b) => format!("blob {b:?}"),
+    }
 }
 
 /// Moves a run's heartbeat `ms` into the past, as if time had passed: done on a
