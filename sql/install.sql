@@ -9,12 +9,12 @@ DROP TRIGGER IF EXISTS run_recovery_merge_back;
 DROP VIEW IF EXISTS run_recovery_orphans;
 CREATE TABLE IF NOT EXISTS run_recovery_settings (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 CREATE TRIGGER run_recovery_stamp_insert AFTER INSERT ON "protocol_runs"
-WHEN lower(NEW."status") IN ('preparing', 'running', 'pausing', 'paused', 'resuming', 'canceling', 'intervening', 'requires_intervention')
+WHEN CASE lower(NEW."status") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'requires_intervention' THEN 1 ELSE 0 END
 BEGIN
   UPDATE "protocol_runs" SET "properties_json" = json_insert(json_set(coalesce("properties_json", '{}'), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))), '$.lease', 1) WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
 END;
 CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF "status" ON "protocol_runs"
-WHEN lower(NEW."status") IN ('preparing', 'running', 'pausing', 'paused', 'resuming', 'canceling', 'intervening', 'requires_intervention') AND (OLD."status" IS NULL OR NOT lower(OLD."status") IN ('preparing', 'running', 'pausing', 'paused', 'resuming', 'canceling', 'intervening', 'requires_intervention'))
+WHEN CASE lower(NEW."status") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'requires_intervention' THEN 1 ELSE 0 END AND (OLD."status" IS NULL OR NOT CASE lower(OLD."status") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'requires_intervention' THEN 1 ELSE 0 END)
 BEGIN
   UPDATE "protocol_runs" SET "properties_json" = json_insert(json_set(coalesce("properties_json", '{}'), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))), '$.lease', 1) WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
 END;

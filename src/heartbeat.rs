@@ -1,9 +1,12 @@
 //! `run_heartbeat(id [, lease])` and `run_checkpoint(id, step [, state [, lease]])`.
 //!
-//! The fast path is one UPDATE … RETURNING whose WHERE clause holds every
-//! precondition (run exists, is live, metadata is an object or NULL, lease
-//! matches, checkpoint does not go backwards). Only when it changes no row
-//! does [`diagnose`] read the row to say which precondition failed.
+//! The fast path is one UPDATE whose WHERE clause holds every precondition
+//! (the install is unchanged, the run exists and is live, its metadata is an
+//! object or NULL, the lease matches, the checkpoint does not go backwards,
+//! the stored heartbeat is not ahead of the clock). Only when it changes no
+//! row does [`check`] read the row to say which precondition failed; a
+//! heartbeat ahead of the clock (another host's) is then kept by the
+//! `_forward` statements, so a heartbeat never moves backwards.
 
 use std::sync::Arc;
 
@@ -16,9 +19,8 @@ use crate::metadata::{parse, State};
 use crate::state::{now_ms, Installed, Shared};
 use crate::{args, WRITER};
 
-/// Stamps `lastHeartbeat` (never backwards) and returns it; `Ok(None)` when
-/// the statement changed no row (then [`diagnose`] says why). `config` is the
-/// stored config text `inst` was built from.
+/// Stamps `lastHeartbeat` = `now`; `Some(now)`, or `None` when the statement
+/// changed no row. `config` is the stored config text `inst` was built from.
 pub fn heartbeat(
     conn: &Connection,
     inst: &Installed,
@@ -28,12 +30,12 @@ pub fn heartbeat(
     now: i64,
 ) -> Result<Option<i64>> {
     let mut stmt = conn.prepare_cached(&inst.sql.heartbeat)?;
-    stmt.query_row(params![id, now, lease, config], |r| r.get::<_, i64>(0))
-        .optional()
+    let changed = stmt.execute(params![id, now, lease, config])?;
+    Ok((changed > 0).then_some(now))
 }
 
 /// Records checkpoint `step` with `state` (JSON text or NULL) and a heartbeat
-/// in one statement; returns the heartbeat, or `Ok(None)` as [`heartbeat`].
+/// in one statement; as [`heartbeat`].
 #[allow(clippy::too_many_arguments)]
 pub fn checkpoint(
     conn: &Connection,
@@ -46,10 +48,43 @@ pub fn checkpoint(
     now: i64,
 ) -> Result<Option<i64>> {
     let mut stmt = conn.prepare_cached(&inst.sql.checkpoint)?;
-    stmt.query_row(params![id, now, lease, config, step, state], |r| {
-        r.get::<_, i64>(0)
-    })
-    .optional()
+    let changed = stmt.execute(params![id, now, lease, config, step, state])?;
+    Ok((changed > 0).then_some(now))
+}
+
+/// A stamp request, for the slow path.
+struct Stamp<'a> {
+    func: &'static str,
+    id: &'a Value,
+    id_text: &'a str,
+    lease: Option<i64>,
+    checkpoint: Option<(i64, Option<&'a str>)>,
+    now: i64,
+}
+
+/// When the fast statement changed nothing: says why, or, when nothing is
+/// wrong but the stored heartbeat is ahead of the clock, writes with that
+/// heartbeat kept and returns it.
+fn slow_path(conn: &Connection, inst: &Installed, config: &str, s: &Stamp<'_>) -> Result<i64> {
+    let step = s.checkpoint.map(|c| c.0);
+    if let Some(e) = check(conn, inst, s.func, s.id, s.id_text, s.lease, step) {
+        return Err(e);
+    }
+    let out = match s.checkpoint {
+        None => conn
+            .prepare_cached(&inst.sql.heartbeat_forward)?
+            .query_row(params![s.id, s.now, s.lease, config], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?,
+        Some((step, state)) => conn
+            .prepare_cached(&inst.sql.checkpoint_forward)?
+            .query_row(params![s.id, s.now, s.lease, config, step, state], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?,
+    };
+    out.ok_or_else(|| diagnose(conn, inst, s.func, s.id, s.id_text, s.lease, step))
 }
 
 /// Says why a stamp changed no row. Reads the row; changes nothing.
@@ -62,22 +97,43 @@ pub fn diagnose(
     lease: Option<i64>,
     step: Option<i64>,
 ) -> rusqlite::Error {
+    check(conn, inst, func, id, id_text, lease, step).unwrap_or_else(|| {
+        fail(
+            func,
+            format!(
+                "run {} changed while it was being stamped; try again",
+                quote(id_text)
+            ),
+        )
+    })
+}
+
+/// The first precondition of a stamp that the row fails, if any.
+fn check(
+    conn: &Connection,
+    inst: &Installed,
+    func: &str,
+    id: &Value,
+    id_text: &str,
+    lease: Option<i64>,
+    step: Option<i64>,
+) -> Option<rusqlite::Error> {
     let row: Option<(Option<String>, Option<String>)> = match conn
         .prepare_cached(&inst.sql.read_row)
         .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
     {
         Ok(row) => row,
-        Err(e) => return wrap(func, e),
+        Err(e) => return Some(wrap(func, e)),
     };
     let Some((status, meta)) = row else {
-        return fail(
+        return Some(fail(
             func,
             format!("no run with {} {}", inst.cfg.id_column, quote(id_text)),
-        );
+        ));
     };
     let status = status.unwrap_or_default();
     if !inst.cfg.is_live(&status) {
-        return fail(
+        return Some(fail(
             func,
             format!(
                 "run {} is not live, found status {}; only a run in {} has an executor to stamp it",
@@ -85,16 +141,16 @@ pub fn diagnose(
                 quote(&status),
                 inst.cfg.live_statuses.join(", ")
             ),
-        );
+        ));
     }
     let m = match parse(func, id_text, meta.as_deref()) {
         Ok(m) => m,
-        Err(msg) => return rusqlite::Error::UserFunctionError(msg.into()),
+        Err(msg) => return Some(rusqlite::Error::UserFunctionError(msg.into())),
     };
     let st = State::of(&m);
     if let Some(l) = lease {
         if l != st.lease {
-            return fail(
+            return Some(fail(
                 func,
                 format!(
                     "stale lease {l} for run {}, found lease {}: the run was recovered by another client, \
@@ -102,27 +158,21 @@ pub fn diagnose(
                     quote(id_text),
                     st.lease
                 ),
-            );
+            ));
         }
     }
     if let (Some(step), Some(current)) = (step, st.checkpoint_step) {
         if step < current {
-            return fail(
+            return Some(fail(
                 func,
                 format!(
                     "step {step} of run {} is behind its committed checkpoint, found checkpointStep {current}",
                     quote(id_text)
                 ),
-            );
+            ));
         }
     }
-    fail(
-        func,
-        format!(
-            "run {} changed while it was being stamped; try again",
-            quote(id_text)
-        ),
-    )
+    None
 }
 
 pub fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
@@ -148,15 +198,22 @@ fn sql_heartbeat(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
         2 => Some(args::lease(F, ctx.get_raw(1))?),
         _ => None,
     };
+    let stamp = Stamp {
+        func: F,
+        id: &id,
+        id_text: &id_text,
+        lease,
+        checkpoint: None,
+        now: now_ms(),
+    };
     // SAFETY: the handle is only used on this thread, during this call.
     let handle = unsafe { ctx.get_connection()?.handle() };
-    let now = now_ms();
     shared
         .run_fast(
             handle,
             F,
-            |conn, inst, config| heartbeat(conn, inst, config, &id, lease, now),
-            |conn, inst| diagnose(conn, inst, F, &id, &id_text, lease, None),
+            |conn, inst, config| heartbeat(conn, inst, config, &id, lease, stamp.now),
+            |conn, inst, config| slow_path(conn, inst, config, &stamp),
         )
         .map_err(|e| wrap(F, e))
 }
@@ -173,17 +230,33 @@ fn sql_checkpoint(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
         4 => Some(args::lease(F, ctx.get_raw(3))?),
         _ => None,
     };
+    let stamp = Stamp {
+        func: F,
+        id: &id,
+        id_text: &id_text,
+        lease,
+        checkpoint: Some((step, state.as_deref())),
+        now: now_ms(),
+    };
     // SAFETY: the handle is only used on this thread, during this call.
     let handle = unsafe { ctx.get_connection()?.handle() };
-    let now = now_ms();
     shared
         .run_fast(
             handle,
             F,
             |conn, inst, config| {
-                checkpoint(conn, inst, config, &id, step, state.as_deref(), lease, now)
+                checkpoint(
+                    conn,
+                    inst,
+                    config,
+                    &id,
+                    step,
+                    state.as_deref(),
+                    lease,
+                    stamp.now,
+                )
             },
-            |conn, inst| diagnose(conn, inst, F, &id, &id_text, lease, Some(step)),
+            |conn, inst, config| slow_path(conn, inst, config, &stamp),
         )
         .map_err(|e| wrap(F, e))
 }

@@ -63,12 +63,17 @@ fn lacks(x: &str, key: &str) -> String {
     format!("json_type({x}, '$.{key}') IS NULL")
 }
 
-/// `lower(status) IN ('running', …)`: the full case-insensitive test, for one row.
+/// `CASE lower(status) WHEN 'running' THEN 1 … ELSE 0 END`: the full
+/// case-insensitive test, for one row. (Not `lower(status) IN (…)`: SQLite
+/// builds an ephemeral table for an IN list of more than two constants on
+/// every execution, which doubled the cost of a heartbeat.)
 fn live_test(cfg: &Config, status: &str) -> String {
-    format!(
-        "lower({status}) IN ({})",
-        list(cfg.live_statuses.iter().cloned())
-    )
+    let whens: String = cfg
+        .live_statuses
+        .iter()
+        .map(|s| format!(" WHEN {} THEN 1", literal(s)))
+        .collect();
+    format!("CASE lower({status}){whens} ELSE 0 END")
 }
 
 /// `status IN ('running', 'RUNNING', 'Running', …)`: the index-served test.
@@ -323,7 +328,9 @@ pub fn install_sql_file(cfg: &Config) -> String {
 /// Statements run by the extension's functions on the calling connection.
 pub struct FunctionSql {
     pub heartbeat: String,
+    pub heartbeat_forward: String,
     pub checkpoint: String,
+    pub checkpoint_forward: String,
     pub read_row: String,
     pub write_meta: String,
     pub write_failed: String,
@@ -352,20 +359,31 @@ AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status),
             int_at(&meta, "lease")
         );
-        let forward = format!("max(?2, coalesce({}, 0))", int_at(&meta, "lastHeartbeat"));
+        let hb = int_at(&meta, "lastHeartbeat");
+        let forward = format!("max(?2, coalesce({hb}, 0))");
+        // Fast: the stored heartbeat is not ahead of `now`, so the new one is
+        // exactly ?2 and no RETURNING (an ephemeral table) is needed.
         let heartbeat = format!(
+            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', ?2)
+WHERE {guard} AND coalesce({hb}, 0) <= ?2"
+        );
+        // Forward: a heartbeat ahead of the clock (another host's clock) is kept.
+        let heartbeat_forward = format!(
             "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward})
 WHERE {guard}
-RETURNING {}",
-            int_at(&meta, "lastHeartbeat")
+RETURNING {hb}"
         );
+        let step_ok = format!("coalesce({}, -1) <= ?5", int_at(&meta, "checkpointStep"));
         let checkpoint = format!(
+            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', ?2, \
+'$.checkpointStep', ?5, '$.checkpointState', json(?6))
+WHERE {guard} AND {step_ok} AND coalesce({hb}, 0) <= ?2"
+        );
+        let checkpoint_forward = format!(
             "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward}, \
 '$.checkpointStep', ?5, '$.checkpointState', json(?6))
-WHERE {guard} AND coalesce({}, -1) <= ?5
-RETURNING {}",
-            int_at(&meta, "checkpointStep"),
-            int_at(&meta, "lastHeartbeat")
+WHERE {guard} AND {step_ok}
+RETURNING {hb}"
         );
         let read_row = format!("SELECT {status}, {meta} FROM {table} WHERE {id} = ?1");
         // Compare-and-set: acts only if status and metadata are still what was read.
@@ -387,7 +405,9 @@ RETURNING {}",
         let orphans = orphan_select(cfg, "?1", "?2", "?3");
         FunctionSql {
             heartbeat,
+            heartbeat_forward,
             checkpoint,
+            checkpoint_forward,
             read_row,
             write_meta,
             write_failed,

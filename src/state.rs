@@ -85,13 +85,14 @@ impl Shared {
     /// statement that itself checks the stored config is still the text it
     /// is given (so no separate read of the settings, no second transaction)
     /// and returns `Ok(None)` when it changed no row. Then the config is read
-    /// afresh and `attempt` tried once more, before `explain` says why.
+    /// afresh and `attempt` tried once more, before `explain` says why (or,
+    /// when nothing is wrong, takes the slower path itself).
     pub fn run_fast<R>(
         &self,
         handle: *mut ffi::sqlite3,
         func: &str,
         attempt: impl Fn(&Connection, &Installed, &str) -> Result<Option<R>>,
-        explain: impl FnOnce(&Connection, &Installed) -> rusqlite::Error,
+        explain: impl FnOnce(&Connection, &Installed, &str) -> Result<R>,
     ) -> Result<R> {
         self.with_conn(handle, |conn, cache| {
             if let Some((text, inst)) = cache.clone() {
@@ -107,11 +108,11 @@ impl Shared {
             let (text, inst) = load(conn, cache, func)?;
             match attempt(conn, &inst, &text) {
                 Ok(Some(r)) => Ok(r),
-                Ok(None) => Err(explain(conn, &inst)),
+                Ok(None) => explain(conn, &inst, &text),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::Unknown =>
                 {
-                    Err(explain(conn, &inst))
+                    explain(conn, &inst, &text)
                 }
                 Err(e) => Err(e),
             }

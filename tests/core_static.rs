@@ -263,6 +263,9 @@ fn heartbeat_stamps_forward_only_and_refuses_bad_runs() {
         future,
         "never backwards"
     );
+    let cp: i64 = one(&conn, "SELECT run_checkpoint('a', 1, '{}')").unwrap();
+    assert_eq!(cp, future, "a checkpoint keeps a heartbeat that is ahead");
+    assert_eq!(meta(&conn, "a")["checkpointStep"], 1);
     add_run(&conn, "done", "completed", None);
     add_run(&conn, "arr", "running", None);
     conn.execute(
