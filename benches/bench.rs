@@ -13,7 +13,7 @@
 //! Modes (first non-flag argument): `all` (default), `heartbeat`, `orphans`,
 //! `load`, `concurrency`; `worker` and `checker` are the child processes of
 //! `concurrency`; `profile WHAT` runs one contender in a loop for
-//! callgrind (see BENCHMARKS.md). Knobs (environment): `BENCH_ROUNDS` (default 9),
+//! callgrind (see BENCHMARKS.md). Knobs (environment): `BENCH_ROUNDS` (default 21),
 //! `BENCH_SIZES` (default `10000,100000,1000000`), `BENCH_CONC_SECS`
 //! (default 30), `BENCH_OUT` (markdown copy of the tables, default
 //! `target/bench-results.md`).

@@ -256,7 +256,7 @@ pub fn rounds() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|&r: &usize| r >= 1)
-        .unwrap_or(9)
+        .unwrap_or(21)
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -392,8 +392,9 @@ impl Report {
         let mut text = std::fs::read_to_string(&path).unwrap_or_default();
         let _ = write!(
             text,
-            "\n### {section} ({}; SQLite {}; {} rounds)\n{}",
+            "\n### {section} ({}, source {}; SQLite {}; {} rounds)\n{}",
             run_recovery::install::VERSION,
+            run_recovery::install::SOURCE,
             rusqlite::version(),
             rounds(),
             self.md
