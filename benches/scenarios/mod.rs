@@ -754,7 +754,7 @@ fn python(report: &mut Report, rounds: usize, big: &Path) -> Res {
             Box::new(|| run(&with_load)),
         ),
     ];
-    let rows = compare(rounds.max(15), 1, &mut variants)?;
+    let rows = compare_with(Clock::Wall, rounds.max(15), 1, &mut variants)?;
     report.table(
         "whole process: Debian python3 start, with and without loading the extension",
         "per process",
