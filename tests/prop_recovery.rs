@@ -255,7 +255,7 @@ fn check_error(func: &str, e: &rusqlite::Error) {
 }
 
 impl Sim {
-    fn new(initial: &[(usize, u8, Option<BTreeMap<String, i64>>)]) -> Sim {
+    fn new(initial: &[InitialRun]) -> Sim {
         let conn = Connection::open_in_memory().unwrap();
         run_recovery::register(&conn).unwrap();
         conn.execute_batch(HOST_SCHEMA).unwrap();
@@ -508,7 +508,10 @@ impl Sim {
     }
 }
 
-fn initial() -> impl Strategy<Value = Vec<(usize, u8, Option<BTreeMap<String, i64>>)>> {
+/// A run's starting point: index into ALL, a spelling, the app's keys (or NULL metadata).
+type InitialRun = (usize, u8, Option<BTreeMap<String, i64>>);
+
+fn initial() -> impl Strategy<Value = Vec<InitialRun>> {
     proptest::collection::vec(
         (
             0..ALL.len(),
