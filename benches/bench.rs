@@ -12,8 +12,9 @@
 //!
 //! Modes (first non-flag argument): `all` (default), `heartbeat`, `orphans`,
 //! `load`, `concurrency`; `worker` and `checker` are the child processes of
-//! `concurrency`; `profile WHAT` runs one contender in a loop for
-//! callgrind (see BENCHMARKS.md). Knobs (environment): `BENCH_ROUNDS` (default 21),
+//! `concurrency`; `callgrind` counts instructions per
+//! operation of each contender (`profile WHAT` runs one in a loop for
+//! callgrind) (see BENCHMARKS.md). Knobs (environment): `BENCH_ROUNDS` (default 21),
 //! `BENCH_SIZES` (default `10000,100000,1000000`), `BENCH_CONC_SECS`
 //! (default 30), `BENCH_OUT` (markdown copy of the tables, default
 //! `target/bench-results.md`).
@@ -38,6 +39,7 @@ fn main() {
         "concurrency" => concurrency::coordinator(),
         "worker" => concurrency::worker(&args[1..]),
         "checker" => concurrency::checker(&args[1..]),
+        "callgrind" => scenarios::callgrind(),
         "profile" => scenarios::profile(args.get(1).map(String::as_str).unwrap_or("")),
         other => Err(format!(
             "unknown mode '{other}', expected all, heartbeat, orphans, load or concurrency"

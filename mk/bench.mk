@@ -13,3 +13,9 @@ bench: $(LOADABLE)
 
 bench-concurrency:
 	$(CARGO) bench --bench bench -- concurrency
+
+# Instructions per operation under callgrind (valgrind): the noise-free
+# cross-check of the ratios above. A few minutes.
+.PHONY: bench-callgrind
+bench-callgrind:
+	$(CARGO) bench --bench bench -- callgrind

@@ -765,29 +765,18 @@ fn python(report: &mut Report, rounds: usize, big: &Path) -> Res {
 }
 
 /// `profile WHAT`: one contender alone in a loop, for
-/// `valgrind --tool=callgrind`. WHAT: hb-ext, hb-hand (in memory, 20000
-/// calls), orph-vtab, orph-view, orph-proposed, orph-hand (10k-run database, 2000 queries).
+/// `valgrind --tool=callgrind --toggle-collect='*profiled*'`, so only the
+/// loop is counted. WHAT: hb-ext, hb-hand, hb-rmw (in memory, 10000 calls),
+/// orph-vtab, orph-view, orph-proposed, orph-hand (10k-run database, 1000
+/// queries).
 pub fn profile(what: &str) -> Res {
     if let Some(kind) = what.strip_prefix("hb-") {
         let conn = Connection::open_in_memory()?;
         let (ids, _) = heartbeat_db(&conn)?;
-        let sql = match kind {
-            "ext" => "SELECT run_heartbeat(?1)",
-            "hand" => "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?2) \
-WHERE accession_id = ?1 RETURNING 1",
-            _ => return Err(format!("unknown profile '{what}'").into()),
-        };
-        let mut stmt = conn.prepare(sql)?;
-        let n = stmt.parameter_count();
-        for i in 0..20_000 {
-            let id = &ids[i % ids.len()];
-            if n == 1 {
-                stmt.query_row([id], |_| Ok(()))?;
-            } else {
-                stmt.query_row(params![id, now_ms()], |_| Ok(()))?;
-            }
+        if !["ext", "hand", "rmw"].contains(&kind) {
+            return Err(format!("unknown profile '{what}'").into());
         }
-        return Ok(());
+        return profiled_heartbeats(&conn, &ids, kind, 10_000);
     }
     let sql = match what {
         "orph-vtab" => "SELECT * FROM orphaned_runs".to_string(),
@@ -801,15 +790,121 @@ WHERE accession_id = ?1 RETURNING 1",
         _ => return Err(format!("unknown profile '{what}'").into()),
     };
     let conn = open_history(&history_db(10_000)?)?;
-    let mut stmt = conn.prepare_cached(&sql)?;
-    for _ in 0..2000 {
-        if stmt.parameter_count() == 1 {
-            drain(&mut stmt, [now_ms() - 30_000])?;
-        } else if stmt.parameter_count() == 3 {
-            drain(&mut stmt, params![now_ms(), 30_000, 0])?;
-        } else {
-            drain(&mut stmt, [])?;
+    profiled_queries(&conn, &sql, 1000)
+}
+
+#[inline(never)]
+fn profiled_heartbeats(conn: &Connection, ids: &[String], kind: &str, n: usize) -> Res {
+    for i in 0..n {
+        let id = &ids[i % ids.len()];
+        match kind {
+            "ext" => conn
+                .prepare_cached("SELECT run_heartbeat(?1)")?
+                .query_row([id], |_| Ok(()))?,
+            "hand" => {
+                conn.prepare_cached(
+                    "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?2) \
+WHERE accession_id = ?1",
+                )?
+                .execute(params![id, now_ms()])?;
+            }
+            _ => {
+                let text: String = conn
+                    .prepare_cached(
+                        "SELECT properties_json FROM protocol_runs WHERE accession_id = ?1",
+                    )?
+                    .query_row([id], |r| r.get(0))?;
+                let mut v: serde_json::Value = serde_json::from_str(&text)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("lastHeartbeat".into(), now_ms().into());
+                }
+                conn.prepare_cached(
+                    "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
+                )?
+                .execute(params![id, v.to_string()])?;
+            }
         }
     }
     Ok(())
+}
+
+#[inline(never)]
+fn profiled_queries(conn: &Connection, sql: &str, n: usize) -> Res {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for _ in 0..n {
+        match stmt.parameter_count() {
+            1 => drain(&mut stmt, [now_ms() - 30_000])?,
+            3 => drain(&mut stmt, params![now_ms(), 30_000, 0])?,
+            _ => drain(&mut stmt, [])?,
+        };
+    }
+    Ok(())
+}
+
+/// `callgrind`: runs every `profile` contender under
+/// `valgrind --tool=callgrind`, counting only the measured loop, and prints
+/// instructions per operation: a noise-free cross-check of the wall-time
+/// ratios (same work, whatever the other engineers' builds are doing).
+pub fn callgrind() -> Res {
+    let exe = std::env::current_exe()?;
+    let groups: [(&str, usize, &[&str]); 2] = [
+        (
+            "heartbeat, in memory",
+            10_000,
+            &["hb-hand", "hb-ext", "hb-rmw"],
+        ),
+        (
+            "orphan detection, 10000 runs",
+            1000,
+            &["orph-hand", "orph-vtab", "orph-view", "orph-proposed"],
+        ),
+    ];
+    history_db(10_000)?;
+    let mut report = Report::new();
+    for (title, ops, whats) in groups {
+        let mut counts = Vec::new();
+        // Two at a time: the machine has two cores.
+        for pair in whats.chunks(2) {
+            let mut children = Vec::new();
+            for what in pair {
+                let out = target_dir().join(format!("callgrind.{what}.out"));
+                let child = Command::new("valgrind")
+                    .arg("--tool=callgrind")
+                    .arg("--toggle-collect=*profiled*")
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(&exe)
+                    .arg("profile")
+                    .arg(what)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("valgrind: {e} (is valgrind installed?)"))?;
+                children.push((what, out, child));
+            }
+            for (what, out, mut child) in children {
+                if !child.wait()?.success() {
+                    return Err(format!("callgrind of {what} failed").into());
+                }
+                let text = std::fs::read_to_string(&out)?;
+                let total: f64 = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("summary:")
+                            .or_else(|| l.strip_prefix("totals:"))
+                    })
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| format!("no totals in {}", out.display()))?;
+                counts.push((what.to_string(), total / ops as f64));
+            }
+        }
+        let base = counts[0].1;
+        report.line(&format!(
+            "\n**{title}: instructions per operation (callgrind)**\n\n| contender | instructions | ratio vs {} |\n|---|---:|---:|",
+            counts[0].0
+        ));
+        for (what, ir) in &counts {
+            report.line(&format!("| {what} | {ir:.0} | {:.3} |", ir / base));
+        }
+    }
+    report.save("Instruction counts (`cargo bench --bench bench -- callgrind`)")
 }
