@@ -3,7 +3,7 @@
 # The scaled-down versions run in `make test` already: they are Rust
 # integration tests (tests/reliability_*.rs, tests/prop_*.rs,
 # tests/security_*.rs) that `make test-rust` runs with `cargo test --release`.
-# `make test-stress` runs the full versions (about 3 minutes on 2 cores), so
+# `make test-stress` runs the full versions (2.5 minutes on 2 cores), so
 # it is NOT in TEST_TARGETS. Replay a crash loop with RUN_RECOVERY_SEED=<seed>.
 
 STRESS_CARGO_TEST := $(CARGO) test --release
