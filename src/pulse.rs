@@ -30,14 +30,11 @@ use std::time::Duration;
 
 use rusqlite::functions::Context;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Result};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Result};
 
-use crate::config::Config;
 use crate::errors::{fail, wrap};
-use crate::heartbeat::diagnose;
 use crate::metadata::{parse, State};
-use crate::sqlgen::{FunctionSql, SETTINGS_TABLE};
-use crate::state::{now_ms, Installed, Shared};
+use crate::state::{Installed, Shared};
 use crate::{args, WRITER};
 
 /// The shortest interval accepted, in milliseconds.
@@ -216,6 +213,7 @@ pub(crate) fn start(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| wrap(EVERY, e))?;
+    crate::register(&pulse_conn).map_err(|e| wrap(EVERY, e))?;
     let busy_ms = if caller_busy > 0 {
         caller_busy
     } else {
@@ -228,11 +226,9 @@ pub(crate) fn start(
     let pulse = Pulse {
         conn: pulse_conn,
         id,
-        id_text: id_text.clone(),
         lease,
         interval: Duration::from_millis(interval_ms.unsigned_abs()),
         ctl: ctl.clone(),
-        installed: None,
     };
     std::thread::Builder::new()
         .name(format!("run_recovery pulse {id_text}"))
@@ -264,8 +260,8 @@ fn database_file(conn: &Connection) -> Result<String> {
     }
 }
 
-/// Stamps a heartbeat on the caller's connection, fenced with `lease` when
-/// given; returns the lease the run holds.
+/// Stamps a heartbeat on the caller's connection with `run_heartbeat`
+/// (fenced with `lease` when given); returns the lease the run holds.
 fn first_stamp(
     conn: &Connection,
     inst: &Installed,
@@ -273,16 +269,7 @@ fn first_stamp(
     id_text: &str,
     lease: Option<i64>,
 ) -> Result<i64> {
-    let stamped = conn
-        .prepare_cached(&inst.sql.heartbeat)
-        .and_then(|mut s| {
-            s.query_row(params![id, now_ms(), lease], |r| r.get::<_, i64>(0))
-                .optional()
-        })
-        .map_err(|e| wrap(EVERY, e))?;
-    if stamped.is_none() {
-        return Err(diagnose(conn, inst, EVERY, id, id_text, lease, None));
-    }
+    stamp(conn, id, lease).map_err(renamed)?;
     if let Some(l) = lease {
         return Ok(l);
     }
@@ -293,6 +280,31 @@ fn first_stamp(
     let m = parse(EVERY, id_text, meta.as_deref())
         .map_err(|msg| rusqlite::Error::UserFunctionError(msg.into()))?;
     Ok(State::of(&m).lease)
+}
+
+/// One `run_heartbeat(id [, lease])` through the public SQL surface.
+fn stamp(conn: &Connection, id: &Value, lease: Option<i64>) -> Result<i64> {
+    match lease {
+        Some(l) => conn.query_row("SELECT run_heartbeat(?1, ?2)", params![id, l], |r| r.get(0)),
+        None => conn.query_row("SELECT run_heartbeat(?1)", params![id], |r| r.get(0)),
+    }
+}
+
+/// `run_heartbeat: …` said on behalf of `run_heartbeat_every: …`.
+fn renamed(e: rusqlite::Error) -> rusqlite::Error {
+    let rename = |m: String| match m.strip_prefix("run_heartbeat: ") {
+        Some(rest) => format!("{EVERY}: {rest}"),
+        None => m,
+    };
+    match e {
+        rusqlite::Error::SqliteFailure(code, Some(m)) => {
+            rusqlite::Error::SqliteFailure(code, Some(rename(m)))
+        }
+        rusqlite::Error::UserFunctionError(m) => {
+            rusqlite::Error::UserFunctionError(rename(m.to_string()).into())
+        }
+        other => wrap(EVERY, other),
+    }
 }
 
 /// What one stamp attempt came to.
@@ -309,18 +321,16 @@ enum Tick {
 }
 
 struct Pulse {
+    /// The pulse's own connection, with run_recovery registered on it.
     conn: Connection,
     id: Value,
-    id_text: String,
     lease: i64,
     interval: Duration,
     ctl: Arc<Ctl>,
-    /// The stored config text and what was built from it.
-    installed: Option<(String, Arc<Installed>)>,
 }
 
 impl Pulse {
-    fn run(mut self) {
+    fn run(self) {
         let reason = 'outer: loop {
             if self.ctl.wait(self.interval) {
                 break "stopped (run_heartbeat_stop, replaced, or its connection closed)"
@@ -328,7 +338,7 @@ impl Pulse {
             }
             self.ctl.lock().attempts += 1;
             loop {
-                match self.tick() {
+                match classify(&self.conn, stamp(&self.conn, &self.id, Some(self.lease))) {
                     Tick::Stamped => {
                         self.ctl.lock().stamps += 1;
                         break;
@@ -350,76 +360,6 @@ impl Pulse {
         self.ctl.finish(reason);
         // The connection closes here, on the pulse's own thread.
     }
-
-    fn tick(&mut self) -> Tick {
-        let inst = match self.load() {
-            Ok(inst) => inst,
-            Err(t) => return t,
-        };
-        let stamped = self
-            .conn
-            .prepare_cached(&inst.sql.heartbeat)
-            .and_then(|mut s| {
-                s.query_row(params![self.id, now_ms(), self.lease], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()
-            });
-        match stamped {
-            Ok(Some(_)) => Tick::Stamped,
-            Ok(None) => {
-                let e = diagnose(
-                    &self.conn,
-                    &inst,
-                    EVERY,
-                    &self.id,
-                    &self.id_text,
-                    Some(self.lease),
-                    None,
-                );
-                classify(e)
-            }
-            Err(e) => classify(e),
-        }
-    }
-
-    /// Reads the stored config on the pulse's connection (rebuilt only when it changed).
-    fn load(&mut self) -> std::result::Result<Arc<Installed>, Tick> {
-        let text: Option<String> = match self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config'"
-            ))
-            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-        {
-            Ok(t) => t,
-            Err(e) if is_busy(&e) => return Err(Tick::Busy),
-            Err(e) if e.to_string().contains("no such table") => {
-                return Err(Tick::Stop(
-                    "run_recovery was uninstalled from the database".into(),
-                ))
-            }
-            Err(e) => return Err(Tick::Transient(wrap(EVERY, e).to_string())),
-        };
-        let Some(text) = text else {
-            return Err(Tick::Stop(
-                "run_recovery was uninstalled from the database".into(),
-            ));
-        };
-        if let Some((seen, inst)) = &self.installed {
-            if *seen == text {
-                return Ok(inst.clone());
-            }
-        }
-        let cfg = Config::from_stored(&text)
-            .map_err(|e| Tick::Stop(format!("the stored config is unreadable ({e})")))?;
-        let inst = Arc::new(Installed {
-            sql: FunctionSql::new(&cfg),
-            cfg,
-        });
-        self.installed = Some((text, inst.clone()));
-        Ok(inst)
-    }
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -429,22 +369,39 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Sorts a failed stamp: busy (retry soon), a verdict on the run (stop), or
-/// anything else (retry next interval).
-fn classify(e: rusqlite::Error) -> Tick {
+/// Sorts a stamp's result: landed, busy (retry soon), a verdict on the run
+/// from run_heartbeat (stop), or anything else (retry next interval).
+fn classify(conn: &Connection, r: Result<i64>) -> Tick {
+    let e = match r {
+        Ok(_) => return Tick::Stamped,
+        Err(e) => e,
+    };
     if is_busy(&e) {
         return Tick::Busy;
     }
-    match e {
-        rusqlite::Error::UserFunctionError(msg) => {
-            let msg = msg.to_string();
-            if msg.contains("changed while it was being stamped") {
-                Tick::Busy
-            } else {
-                Tick::Stop(msg)
-            }
+    let msg = renamed(e).to_string();
+    if msg.contains("changed while it was being stamped") {
+        Tick::Busy
+    } else if msg.contains("run_recovery is not installed") {
+        // The core says "not installed" when it could not read its settings,
+        // which includes SQLITE_BUSY in rollback-journal mode: look for
+        // ourselves before giving up.
+        match conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'run_recovery_settings'",
+            [],
+            |r| r.get::<_, bool>(0),
+        ) {
+            Ok(false) => Tick::Stop(msg),
+            Ok(true) => Tick::Busy,
+            Err(e) if is_busy(&e) => Tick::Busy,
+            Err(e) => Tick::Transient(wrap(EVERY, e).to_string()),
         }
-        other => Tick::Transient(wrap(EVERY, other).to_string()),
+    } else if msg.starts_with(EVERY) {
+        // run_heartbeat's own verdicts: no such run, not live, stale lease,
+        // metadata that is not an object, not installed.
+        Tick::Stop(msg)
+    } else {
+        Tick::Transient(msg)
     }
 }
 
@@ -473,6 +430,15 @@ mod tests {
         )
         .unwrap();
         (path, conn)
+    }
+
+    /// Polls `cond` every 5 ms; fails the test after 20 s.
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Waits (bounded) until the pulse has left its loop.
@@ -532,9 +498,7 @@ mod tests {
         let (lease, ctl) = start_on(&conn, &registry, "r1", 10, None).unwrap();
         assert_eq!(lease, 1);
         let first = heartbeat_of(&conn, "r1");
-        while ctl.snapshot().stamps < 3 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("3 stamps", || ctl.snapshot().stamps >= 3);
         assert!(heartbeat_of(&conn, "r1") >= first);
         assert!(
             registry.stop("r1"),
@@ -609,7 +573,7 @@ mod tests {
         conn.query_row("SELECT run_recovery_uninstall()", [], |_| Ok(()))
             .unwrap();
         let s = wait_finished(&ctl);
-        assert!(s.reason.unwrap().contains("uninstalled"));
+        assert!(s.reason.unwrap().contains("run_recovery is not installed"));
     }
 
     #[test]
@@ -621,16 +585,16 @@ mod tests {
         let (_, ctl) = start_on(&conn, &registry, "r1", 10, None).unwrap();
         let blocker = Connection::open(&path).unwrap();
         blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        while ctl.snapshot().busy < 3 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("3 busy retries", || {
+            let s = ctl.snapshot();
+            assert!(!s.finished, "busy must not stop the pulse: {s:?}");
+            s.busy >= 3
+        });
         let during = ctl.snapshot();
         assert!(!during.finished, "busy must not stop the pulse: {during:?}");
         blocker.execute_batch("COMMIT").unwrap();
         let stamps = during.stamps;
-        while ctl.snapshot().stamps <= stamps {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("a stamp after the lock", || ctl.snapshot().stamps > stamps);
         assert!(!ctl.snapshot().finished);
         assert!(registry.stop("r1"));
     }
@@ -650,9 +614,7 @@ mod tests {
         // Hold the write lock so the pulse sits in its 5 s busy wait.
         let blocker = Connection::open(&path).unwrap();
         blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        while ctl.snapshot().attempts < 1 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("an attempt", || ctl.snapshot().attempts >= 1);
         drop(registry);
         conn.close().map_err(|(_, e)| e).unwrap();
         // close returned while the pulse is still inside its busy wait.
