@@ -284,16 +284,17 @@ fn open_history(path: &Path) -> Res<Connection> {
 /// MATERIALIZED CTEs, instead of re-validating the metadata inside every
 /// column expression and again in WHERE and ORDER BY (what flattening the
 /// current subquery does). ?1 now_ms, ?2 threshold_ms, ?3 include_dismissed.
-fn proposed_orphan_select() -> String {
+pub fn proposed_orphan_select() -> String {
     let meta = "\"properties_json\"";
     let int_at = |key: &str| format!("CAST(json_extract(m, '$.{key}') AS INTEGER)");
     format!(
-        "WITH candidates AS MATERIALIZED (
+        "WITH candidates AS (
   SELECT \"accession_id\" AS run_id, \"name\" AS name, \"status\" AS status, ?1 AS now_ms,
          CASE WHEN CASE WHEN json_valid({meta}) THEN json_type({meta}) = 'object' ELSE 0 END THEN {meta} END AS m
   FROM \"protocol_runs\"
   WHERE \"status\" IN ({live})
-    AND coalesce(CASE WHEN json_valid({meta}) THEN CAST(json_extract({meta}, '$.lastHeartbeat') AS INTEGER) END, 0) < ?1 - (?2)),
+    AND coalesce(CASE WHEN json_valid({meta}) THEN CAST(json_extract({meta}, '$.lastHeartbeat') AS INTEGER) END, 0) < ?1 - (?2)
+  LIMIT -1),
 fields AS MATERIALIZED (
   SELECT run_id, name, status, now_ms,
          {hb} AS last_heartbeat,
