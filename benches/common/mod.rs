@@ -414,14 +414,17 @@ impl Report {
                 m.ratio_min,
                 m.ratio_max
             );
+            let range = if m.ratio_min.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{:.2}–{:.2}", m.ratio_min, m.ratio_max)
+            };
             let _ = writeln!(
                 self.md,
-                "| {} | {} | {:.3} | {:.2}–{:.2} |",
+                "| {} | {} | {:.3} | {range} |",
                 m.name.replace('|', "\\|"),
                 fmt_time(m.per_op),
                 m.ratio,
-                m.ratio_min,
-                m.ratio_max
             );
         }
     }
@@ -433,18 +436,20 @@ impl Report {
 
     /// Appends the markdown to `BENCH_OUT` (default target/bench-results.md).
     pub fn save(&self, section: &str) -> Res {
+        self.save_as(section, &format!("{} rounds; {}", rounds(), clock_name()))
+    }
+
+    pub fn save_as(&self, section: &str, method: &str) -> Res {
         let path = std::env::var_os("BENCH_OUT")
             .map(PathBuf::from)
             .unwrap_or_else(|| target_dir().join("bench-results.md"));
         let mut text = std::fs::read_to_string(&path).unwrap_or_default();
         let _ = write!(
             text,
-            "\n### {section} ({}, source {}; SQLite {}; {} rounds; {})\n{}",
+            "\n### {section} ({}, source {}; SQLite {}; {method})\n{}",
             run_recovery::install::VERSION,
             run_recovery::install::SOURCE,
             rusqlite::version(),
-            rounds(),
-            clock_name(),
             self.md
         );
         std::fs::write(&path, text)?;
