@@ -219,12 +219,17 @@ pub(crate) fn start(
     } else {
         interval_ms
     };
+    // SQLite's own busy handler sleeps up to 100 ms between tries, so a
+    // writer that commits and begins again within a few milliseconds starves
+    // it; the pulse's handler tries every millisecond instead, for as long as
+    // the busy timeout.
     pulse_conn
-        .busy_timeout(Duration::from_millis(busy_ms.unsigned_abs()))
+        .busy_handler(Some(pulse_busy_handler))
         .map_err(|e| wrap(EVERY, e))?;
     let ctl = Arc::new(Ctl::default());
     let pulse = Pulse {
         conn: pulse_conn,
+        busy_ms: i32::try_from(busy_ms).unwrap_or(i32::MAX),
         id,
         lease,
         interval: Duration::from_millis(interval_ms.unsigned_abs()),
@@ -323,6 +328,8 @@ enum Tick {
 struct Pulse {
     /// The pulse's own connection, with run_recovery registered on it.
     conn: Connection,
+    /// How long one stamp waits for a lock before it is retried.
+    busy_ms: i32,
     id: Value,
     lease: i64,
     interval: Duration,
@@ -331,6 +338,7 @@ struct Pulse {
 
 impl Pulse {
     fn run(self) {
+        BUSY_LIMIT_MS.with(|c| c.set(self.busy_ms));
         let reason = 'outer: loop {
             if self.ctl.wait(self.interval) {
                 break "stopped (run_heartbeat_stop, replaced, or its connection closed)"
@@ -360,6 +368,21 @@ impl Pulse {
         self.ctl.finish(reason);
         // The connection closes here, on the pulse's own thread.
     }
+}
+
+thread_local! {
+    /// The busy timeout of the pulse running on this thread, in milliseconds.
+    static BUSY_LIMIT_MS: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The pulse connection's busy handler: retry every millisecond, up to the
+/// busy timeout (it runs on the pulse's own thread).
+fn pulse_busy_handler(tries: i32) -> bool {
+    if tries >= BUSY_LIMIT_MS.with(|c| c.get()) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
