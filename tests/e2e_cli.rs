@@ -1,0 +1,323 @@
+//! The run-recovery command line as a user meets it: check, recover,
+//! install, the demo, and the errors for a missing file, a database without
+//! run_recovery, an unknown id, bad arguments.
+
+#[path = "e2e/common.rs"]
+mod common;
+
+use common::*;
+
+/// r1 orphaned (last seen 2 minutes ago after step 4), r2 alive.
+fn one_orphan(dir: &std::path::Path) -> String {
+    let path = new_db(dir, "cli.db", "wal", 30_000);
+    let conn = connect(&path);
+    conn.execute_batch(
+        "INSERT INTO protocol_runs (accession_id, name, status, top_level_protocol_definition_accession_id)
+         VALUES ('r2', 'alive', 'running', 'p');",
+    )
+    .unwrap();
+    conn.query_row("SELECT run_checkpoint('r1', 4)", [], |_| Ok(()))
+        .unwrap();
+    conn.execute(
+        "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?1) WHERE accession_id = 'r1'",
+        [run_recovery::now_ms() - 125_000],
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn check_lists_orphans_as_a_table_and_says_so_in_its_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = one_orphan(dir.path());
+    let out = cli(&["check", &path], "");
+    assert_eq!(out.status.code(), Some(1), "orphans found: exit 1");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "NAME         ID  STATUS   LAST SEEN      STEP");
+    assert_eq!(lines[1], "PCR plate 1  r1  running  2 minutes ago  4");
+    assert!(lines[2].starts_with("1 orphaned run in"), "{text}");
+    assert!(
+        lines[2].contains("Decide with: run-recovery prompt"),
+        "{text}"
+    );
+
+    // A threshold above the orphan's age: none, exit 0.
+    let out = cli(&["check", &path, "--threshold", "600000"], "");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).starts_with("No orphaned runs in"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("more than 600000 ms"));
+}
+
+#[test]
+fn check_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = one_orphan(dir.path());
+    let out = cli(&["check", &path, "--json"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 1);
+    assert_eq!(arr[0]["run_id"], "r1");
+    assert_eq!(arr[0]["name"], "PCR plate 1");
+    assert_eq!(arr[0]["status"], "running");
+    assert_eq!(arr[0]["checkpoint_step"], 4);
+    assert_eq!(arr[0]["lease"], 1);
+    assert_eq!(arr[0]["last_seen"], "2 minutes ago");
+    assert!(arr[0]["age_ms"].as_i64().unwrap() >= 125_000);
+    let out = cli(&["check", &path, "--json", "--threshold=600000"], "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out).trim(), "[]");
+}
+
+#[test]
+fn recover_acts_and_refuses_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = one_orphan(dir.path());
+    let out = cli(&["recover", &path, "r1", "resume"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"], "resume");
+    assert_eq!(v["lease"], 2);
+    assert_eq!(v["checkpoint_step"], 4);
+
+    let out = cli(&["recover", &path, "r2", "fail"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .starts_with("run-recovery: recover_run: run 'r2' is still alive: last heartbeat"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["recover", &path, "nope", "fail"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "run-recovery: recover_run: no run with accession_id 'nope'"
+    );
+    let out = cli(&["recover", &path, "r1", "explode"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "run-recovery: unknown action 'explode', expected resume, fail or dismiss"
+    );
+    assert_eq!(status(&connect(&path), "r2"), "running");
+}
+
+#[test]
+fn clear_errors_for_missing_files_and_databases_without_run_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db").to_string_lossy().into_owned();
+    for cmd in ["check", "prompt", "install"] {
+        let out = cli(&[cmd, &missing], "");
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out).trim(),
+            format!("run-recovery: no such database file: {missing}")
+        );
+    }
+    assert!(
+        !std::path::Path::new(&missing).exists(),
+        "nothing was created"
+    );
+
+    let bare = dir.path().join("bare.db").to_string_lossy().into_owned();
+    rusqlite::Connection::open(&bare)
+        .unwrap()
+        .execute_batch(SCHEMA)
+        .unwrap();
+    let out = cli(&["check", &bare], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "run-recovery: run_recovery is not installed in {bare}\n  install it with: run-recovery install {bare}\n  \
+             (or in SQL: SELECT run_recovery_install();)\n"
+        )
+    );
+
+    let text = dir.path().join("notes.txt").to_string_lossy().into_owned();
+    std::fs::write(
+        &text,
+        "plain text, not a database, long enough to have a header......",
+    )
+    .unwrap();
+    let out = cli(&["check", &text], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(&format!("run-recovery: {text} is not a SQLite database")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn install_then_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db").to_string_lossy().into_owned();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let out = cli(
+        &["install", &db, "--config", "{\"stale_after_ms\": 5000}"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"stale_after_ms\": 5000"));
+    let out = cli(&["check", &db], "");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("more than 5000 ms"));
+    let out = cli(&["install", &db, "--config", "{\"tabel\": 1}"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("run-recovery: run_recovery_install: unknown config key 'tabel'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn usage_errors() {
+    for (args, msg) in [
+        (vec!["frobnicate"], "unknown command 'frobnicate'"),
+        (vec!["check"], "missing DB"),
+        (vec!["recover", "x.db", "r1"], "missing ACTION"),
+        (
+            vec!["check", "x.db", "--threshold"],
+            "--threshold needs a value",
+        ),
+        (
+            vec!["check", "x.db", "--threshold", "soon"],
+            "--threshold must be a whole number >= 0, found 'soon'",
+        ),
+        (
+            vec!["check", "x.db", "--colour"],
+            "unknown option '--colour'",
+        ),
+        (
+            vec!["demo", "--kill-after", "9"],
+            "--kill-after must be between 1 and --steps - 1",
+        ),
+        (
+            vec!["demo", "--answer", "maybe"],
+            "--answer must be r, f or d, found 'maybe'",
+        ),
+    ] {
+        let out = cli(&args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(msg), "{args:?}: {}", stderr(&out));
+    }
+    let out = cli(&["--help"], "");
+    assert_eq!(out.status.code(), Some(0));
+    for cmd in [
+        "check DB",
+        "prompt DB",
+        "recover DB ID ACTION",
+        "install DB",
+        "demo [DB]",
+    ] {
+        assert!(stdout(&out).contains(cmd), "help lists {cmd}");
+    }
+    let out = cli(&["sql"], "");
+    assert!(stdout(&out).contains("CREATE TABLE IF NOT EXISTS run_recovery_settings"));
+}
+
+#[test]
+fn demo_without_a_terminal_resumes_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db").to_string_lossy().into_owned();
+    let out = cli(
+        &[
+            "demo",
+            &db,
+            "--answer",
+            "r",
+            "--steps",
+            "5",
+            "--step-ms",
+            "60",
+            "--interval",
+            "20",
+            "--threshold",
+            "300",
+            "--kill-after",
+            "2",
+        ],
+        "",
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    for want in [
+        "== 2. kill -9",
+        "orphan found",
+        "A protocol run was interrupted",
+        "Resume, mark as failed, or dismiss? [r/f/d] resume (from --answer)",
+        "the last committed checkpoint is step 2",
+        "completed with all 5 steps done exactly once",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let conn = connect(&db);
+    let id: String = conn
+        .query_row("SELECT accession_id FROM protocol_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status(&conn, &id), "completed");
+    assert_eq!(steps_done(&conn, &id), exactly_once(5));
+    // The first worker did steps 1-2 with lease 1, the second 3-5 with lease 2.
+    let leases: Vec<i64> = conn
+        .prepare("SELECT lease FROM run_recovery_demo_steps ORDER BY step")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(leases, vec![1, 1, 2, 2, 2]);
+    integrity_ok(&conn);
+
+    // The demo never overwrites a database.
+    let out = cli(&["demo", &db, "--answer", "r"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+#[test]
+fn demo_answer_fail_marks_the_run_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db").to_string_lossy().into_owned();
+    let out = cli(
+        &[
+            "demo",
+            &db,
+            "--answer",
+            "f",
+            "--steps",
+            "4",
+            "--step-ms",
+            "40",
+            "--interval",
+            "20",
+            "--threshold",
+            "300",
+            "--kill-after",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let conn = connect(&db);
+    let id: String = conn
+        .query_row("SELECT accession_id FROM protocol_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status(&conn, &id), "failed");
+    assert_eq!(meta_int(&conn, &id, "lease"), Some(2));
+    assert_eq!(steps_done(&conn, &id), exactly_once(1));
+}
