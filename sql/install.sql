@@ -9,12 +9,12 @@ DROP TRIGGER IF EXISTS run_recovery_merge_back;
 DROP VIEW IF EXISTS run_recovery_orphans;
 CREATE TABLE IF NOT EXISTS run_recovery_settings (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 CREATE TRIGGER run_recovery_stamp_insert AFTER INSERT ON "protocol_runs"
-WHEN CASE lower(NEW."status") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'requires_intervention' THEN 1 ELSE 0 END
+WHEN CASE NEW."status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END
 BEGIN
   UPDATE "protocol_runs" SET "properties_json" = json_insert(json_set(coalesce("properties_json", '{}'), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))), '$.lease', 1) WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
 END;
 CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF "status" ON "protocol_runs"
-WHEN CASE lower(NEW."status") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'requires_intervention' THEN 1 ELSE 0 END AND (OLD."status" IS NULL OR NOT CASE lower(OLD."status") WHEN 'preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'requires_intervention' THEN 1 ELSE 0 END)
+WHEN CASE NEW."status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END AND (OLD."status" IS NULL OR NOT CASE OLD."status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END)
 BEGIN
   UPDATE "protocol_runs" SET "properties_json" = json_insert(json_set(coalesce("properties_json", '{}'), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))), '$.lease', 1) WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
 END;
@@ -50,18 +50,27 @@ BEGIN
     WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND json_type(OLD."properties_json", '$.recoveryLog') IS NOT NULL AND (json_type("properties_json", '$.recoveryLog') IS NULL OR json_array_length("properties_json", '$.recoveryLog') < json_array_length(OLD."properties_json", '$.recoveryLog'));
 END;
 CREATE VIEW run_recovery_orphans AS
-SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms, checkpoint_step, checkpoint_state, lease, resumes, dismissed
-FROM (SELECT "accession_id" AS run_id, "name" AS name, "status" AS status, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms,
-        CAST(json_extract((CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END), '$.lastHeartbeat') AS INTEGER) AS last_heartbeat,
-        CAST(json_extract((CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END), '$.checkpointStep') AS INTEGER) AS checkpoint_step,
-        (CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END) -> '$.checkpointState' AS checkpoint_state,
-        coalesce(CAST(json_extract((CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END), '$.lease') AS INTEGER), 1) AS lease,
-        coalesce(CAST(json_extract((CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END), '$.resumes') AS INTEGER), 0) AS resumes,
-        coalesce(json_extract(CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END, '$.dismissedHeartbeat') = coalesce(CAST(json_extract((CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END), '$.lastHeartbeat') AS INTEGER), 0), 0) AS dismissed
-      FROM "protocol_runs"
-      WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention'))
-WHERE coalesce(last_heartbeat, 0) < now_ms - (30000)
-  AND ((0) OR NOT dismissed)
+WITH run_recovery_candidates AS (
+  SELECT "accession_id" AS run_id, "name" AS name, "status" AS status, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms,
+         CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END AS m
+  FROM "protocol_runs"
+  WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention')
+    AND coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - (30000)
+  LIMIT -1),
+run_recovery_fields AS MATERIALIZED (
+  SELECT run_id, name, status, now_ms,
+         CAST(json_extract(m, '$.lastHeartbeat') AS INTEGER) AS last_heartbeat,
+         CAST(json_extract(m, '$.checkpointStep') AS INTEGER) AS checkpoint_step,
+         m -> '$.checkpointState' AS checkpoint_state,
+         coalesce(CAST(json_extract(m, '$.lease') AS INTEGER), 1) AS lease,
+         coalesce(CAST(json_extract(m, '$.resumes') AS INTEGER), 0) AS resumes,
+         json_extract(m, '$.dismissedHeartbeat') AS dismissed_at
+  FROM run_recovery_candidates)
+SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
+       checkpoint_step, checkpoint_state, lease, resumes,
+       coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
+FROM run_recovery_fields
+WHERE (0) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
 ORDER BY coalesce(last_heartbeat, 0), run_id;
 UPDATE "protocol_runs" SET "properties_json" = json_insert(json_insert(coalesce("properties_json", '{}'), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)), '$.lease', 1)
 WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention') AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND ("properties_json" IS NULL OR json_type("properties_json", '$.lastHeartbeat') IS NULL);

@@ -136,9 +136,14 @@ impl Config {
         Ok(c)
     }
 
+    /// Whether `status` is live: one of the live statuses spelled lowercase,
+    /// UPPERCASE or Capitalized (see [`spellings`]). The same test runs in the
+    /// triggers and, through the status index, in orphan detection, so a run
+    /// the functions treat as live is always one that can be found orphaned.
     pub fn is_live(&self, status: &str) -> bool {
-        let lower = status.to_lowercase();
-        self.live_statuses.contains(&lower)
+        self.live_statuses
+            .iter()
+            .any(|s| spellings(s).iter().any(|v| v == status))
     }
 }
 
@@ -242,6 +247,7 @@ mod tests {
         assert_eq!(c.stale_after_ms, 30_000);
         assert_eq!(c.max_resumes, 3);
         assert!(c.is_live("RUNNING") && c.is_live("paused") && !c.is_live("queued"));
+        assert!(c.is_live("Requires_intervention") && !c.is_live("rUnNiNg"));
         assert!(!c.is_live("completed"));
     }
 

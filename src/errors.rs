@@ -33,8 +33,14 @@ pub fn show(v: ValueRef<'_>) -> String {
 
 /// `'text'` with embedded quotes doubled, cut to 80 characters.
 pub fn quote(s: &str) -> String {
-    let mut cut: String = s.chars().take(80).collect();
-    if cut.len() < s.len() {
+    // A NUL cannot travel in an SQLite error message: it would cut it short
+    // (rusqlite then reports a bare code), so it is shown as U+FFFD.
+    let mut cut: String = s
+        .chars()
+        .take(80)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect();
+    if s.chars().nth(80).is_some() {
         cut.push('…');
     }
     format!("'{}'", cut.replace('\'', "''"))
@@ -72,6 +78,7 @@ mod tests {
         assert_eq!(show(ValueRef::Real(1.5)), "1.5");
         assert_eq!(show(ValueRef::Text(b"it's")), "'it''s'");
         assert_eq!(show(ValueRef::Blob(&[1, 2, 3])), "a blob of 3 bytes");
+        assert_eq!(show(ValueRef::Text(b"a\0b")), "'a\u{FFFD}b'");
         let long = "x".repeat(100);
         assert!(show(ValueRef::Text(long.as_bytes())).ends_with("…'"));
     }

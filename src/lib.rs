@@ -60,6 +60,11 @@ pub fn register(db: &Connection) -> Result<()> {
     recover::register(db, &shared)?;
     orphans::register(db, &shared)?;
     pulse::register(db, &shared)?;
+    // The schema may have been read before these functions existed (an app
+    // that ran a PRAGMA, then loaded us): CHECK constraints and generated
+    // columns resolved then would call the writers without the DIRECTONLY
+    // check. Have SQLite read the schema again, now that they exist.
+    db.execute_batch("PRAGMA writable_schema = RESET")?;
     // Connect the eponymous table now: the statement cache is tied to it
     // (see state.rs), and SQLite disconnects it before closing.
     db.prepare("SELECT 1 FROM orphaned_runs WHERE 0")?;

@@ -152,7 +152,11 @@ pub fn decide(
     let recovered_since_heartbeat = last_record.is_some_and(|r| {
         let at = sql_int(r.get("at")).unwrap_or(i64::MIN);
         let action = r.get("action").and_then(Value::as_str).unwrap_or("");
-        action != "dismiss" && at >= st.last_heartbeat.unwrap_or(0)
+        // No sign of life since: no newer heartbeat and no new checkpoint
+        // (a checkpoint in the same millisecond as the recovery is progress).
+        action != "dismiss"
+            && at >= st.last_heartbeat.unwrap_or(0)
+            && sql_int(r.get("checkpointStep")) == st.checkpoint_step
     });
     if !cfg.is_live(status) {
         if recovered_since_heartbeat && is_terminal(status) {
@@ -165,13 +169,21 @@ pub fn decide(
             cfg.live_statuses.join(", ")
         ));
     }
-    let age = now - st.last_heartbeat.unwrap_or(0);
+    let age = now.saturating_sub(st.last_heartbeat.unwrap_or(0));
     if age <= threshold_ms {
         if recovered_since_heartbeat {
             return Err(already(run_id, last_record, now, &st));
         }
+        let when = if age < 0 {
+            format!(
+                "last heartbeat {} ms in the future (another host's clock?)",
+                -age
+            )
+        } else {
+            format!("last heartbeat {age} ms ago")
+        };
         return Err(format!(
-            "{f}: run {} is still alive: last heartbeat {age} ms ago, threshold {threshold_ms} ms",
+            "{f}: run {} is still alive: {when}, threshold {threshold_ms} ms",
             quote(run_id)
         ));
     }
@@ -190,16 +202,28 @@ pub fn decide(
                     quote(run_id)
                 ));
             }
-            lease_after = st.lease + 1;
+            lease_after = st.lease.checked_add(1).ok_or_else(|| {
+                format!(
+                    "{f}: run {} cannot be recovered: its lease cannot be bumped, found lease {}",
+                    quote(run_id),
+                    st.lease
+                )
+            })?;
             out.insert(
                 "lastHeartbeat".into(),
                 json!(now.max(st.last_heartbeat.unwrap_or(0))),
             );
             out.insert("lease".into(), json!(lease_after));
-            out.insert("resumes".into(), json!(st.resumes + 1));
+            out.insert("resumes".into(), json!(st.resumes.saturating_add(1)));
         }
         Action::Fail => {
-            lease_after = st.lease + 1;
+            lease_after = st.lease.checked_add(1).ok_or_else(|| {
+                format!(
+                    "{f}: run {} cannot be recovered: its lease cannot be bumped, found lease {}",
+                    quote(run_id),
+                    st.lease
+                )
+            })?;
             new_status = in_case_of(status, "failed");
             out.insert("lease".into(), json!(lease_after));
         }
@@ -355,11 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn extreme_values_are_refused_or_handled_without_overflow() {
+        let cfg = Config::default();
+        let m = obj(r#"{"lastHeartbeat":1,"lease":9223372036854775807}"#);
+        let e = decide(&cfg, "r", "running", &m, Action::Resume, 30, 100).unwrap_err();
+        assert!(
+            e.contains("lease cannot be bumped, found lease 9223372036854775807"),
+            "{e}"
+        );
+        let m = obj(r#"{"lastHeartbeat":-9223372036854775808}"#);
+        let d = decide(&cfg, "r", "running", &m, Action::Fail, 30, 100).unwrap();
+        assert_eq!(d.status, "failed");
+    }
+
+    #[test]
+    fn a_checkpoint_in_the_same_millisecond_as_a_resume_is_life() {
+        let cfg = Config::default();
+        let m = obj(r#"{"lastHeartbeat":1,"checkpointStep":2}"#);
+        let mut after = decide(&cfg, "r", "running", &m, Action::Resume, 30, 100)
+            .unwrap()
+            .metadata;
+        after.insert("checkpointStep".into(), json!(3));
+        let e = decide(&cfg, "r", "running", &after, Action::Resume, 30, 100).unwrap_err();
+        assert!(e.contains("still alive"), "{e}");
+    }
+
+    #[test]
     fn refusals_say_why() {
         let cfg = Config::default();
         let m = obj(r#"{"lastHeartbeat":90}"#);
         let e = decide(&cfg, "r", "running", &m, Action::Fail, 30, 100).unwrap_err();
         assert!(e.contains("still alive: last heartbeat 10 ms ago"), "{e}");
+        let ahead = obj(r#"{"lastHeartbeat":150}"#);
+        let e = decide(&cfg, "r", "running", &ahead, Action::Fail, 30, 100).unwrap_err();
+        assert!(e.contains("last heartbeat 50 ms in the future"), "{e}");
         let e = decide(&cfg, "r", "completed", &m, Action::Fail, 30, 100).unwrap_err();
         assert!(e.contains("not live, found status 'completed'"), "{e}");
         let m = obj(r#"{"lastHeartbeat":1,"resumes":3}"#);

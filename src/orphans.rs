@@ -194,19 +194,20 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         let threshold = threshold.map(|v| input("threshold_ms", v, 0)).transpose()?;
         let now = now.map(|v| input("now_ms", v, 0)).transpose()?;
         let include = include
-            .map(|v| input("include_dismissed", v, 0))
+            .map(|v| match v {
+                ValueRef::Null => Ok(None),
+                ValueRef::Integer(i @ (0 | 1)) => Ok(Some(i)),
+                other => Err(fail(
+                    F,
+                    format!("include_dismissed must be 0 or 1, found {}", show(other)),
+                )),
+            })
             .transpose()?;
         // A NULL input gives no rows, like generate_series.
         if threshold == Some(None) || now == Some(None) || include == Some(None) {
             return Ok(());
         }
         let include = include.flatten().unwrap_or(0);
-        if include > 1 {
-            return Err(fail(
-                F,
-                format!("include_dismissed must be 0 or 1, found {include}"),
-            ));
-        }
         let now = now.flatten().unwrap_or_else(now_ms);
         let db = self.db;
         let (threshold, rows) = self.shared.run(db, F, |conn, inst| {

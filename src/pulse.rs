@@ -346,7 +346,7 @@ impl Pulse {
             }
             self.ctl.lock().attempts += 1;
             loop {
-                match classify(&self.conn, stamp(&self.conn, &self.id, Some(self.lease))) {
+                match classify(&self.conn, self.stamp_locked()) {
                     Tick::Stamped => {
                         self.ctl.lock().stamps += 1;
                         break;
@@ -367,6 +367,19 @@ impl Pulse {
         };
         self.ctl.finish(reason);
         // The connection closes here, on the pulse's own thread.
+    }
+
+    /// Takes the write lock first, then stamps: `run_heartbeat` reads the
+    /// clock when it is called, so a stamp that waited for the lock inside
+    /// its UPDATE would write a time that is already old.
+    fn stamp_locked(&self) -> Result<i64> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let out = stamp(&self.conn, &self.id, Some(self.lease))
+            .and_then(|hb| self.conn.execute_batch("COMMIT").map(|()| hb));
+        if out.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        out
     }
 }
 

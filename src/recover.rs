@@ -58,6 +58,9 @@ pub fn recover(
         )
         .map_err(|msg| rusqlite::Error::UserFunctionError(msg.into()))?;
         let new_meta = serde_json::Value::Object(d.metadata).to_string();
+        // A write cannot wait for another writer when the calling statement
+        // already holds a read snapshot: SQLite answers SQLITE_BUSY at once.
+        let snapshot_held = holds_read_snapshot(conn);
         let changed = if action == Action::Fail {
             conn.prepare_cached(&inst.sql.write_failed)
                 .and_then(|mut s| {
@@ -71,7 +74,23 @@ pub fn recover(
             conn.prepare_cached(&inst.sql.write_meta)
                 .and_then(|mut s| s.execute(params![id, meta, new_meta, status]))
         }
-        .map_err(|e| wrap(F, e))?;
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(c, _)
+                if c.code == rusqlite::ErrorCode::DatabaseBusy && snapshot_held =>
+            {
+                fail(
+                    F,
+                    format!(
+                        "run {} is being changed by another client, and this statement reads from \
+                         an older snapshot (it also reads a table, e.g. orphaned_runs), so it cannot \
+                         write; the run was probably already recovered: call recover_run in a \
+                         statement of its own to see its state",
+                        quote(id_text)
+                    ),
+                )
+            }
+            e => wrap(F, e),
+        })?;
         if changed > 0 {
             return Ok(d.outcome);
         }
@@ -83,6 +102,17 @@ pub fn recover(
             quote(id_text)
         ),
     ))
+}
+
+/// Whether the connection holds a read transaction on main right now (the
+/// statement calling recover_run reads a table itself).
+fn holds_read_snapshot(conn: &Connection) -> bool {
+    // SAFETY: sqlite3_txn_state only reads the state of the live connection
+    // this call runs on; the schema name is a NUL-terminated literal.
+    unsafe {
+        rusqlite::ffi::sqlite3_txn_state(conn.handle(), c"main".as_ptr())
+            == rusqlite::ffi::SQLITE_TXN_READ
+    }
 }
 
 pub fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {

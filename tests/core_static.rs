@@ -401,7 +401,8 @@ fn orphaned_runs_lists_stale_live_runs_oldest_first() {
     set_heartbeat(&conn, "older", now - 90_000);
     one::<i64>(&conn, r#"SELECT run_checkpoint('older', 5, '{"k":1}')"#).unwrap();
     set_heartbeat(&conn, "older", now - 90_000);
-    let rows: Vec<(String, String, i64, Option<i64>, Option<String>, i64)> = conn
+    type Row = (String, String, i64, Option<i64>, Option<String>, i64);
+    let rows: Vec<Row> = conn
         .prepare("SELECT run_id, status, age_ms, checkpoint_step, checkpoint_state, lease FROM orphaned_runs(30000, ?1)")
         .unwrap()
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))

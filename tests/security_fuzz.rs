@@ -276,7 +276,6 @@ proptest! {
 
 /// Regression seeds for what the fuzzer found, spelled out.
 #[test]
-#[ignore = "core bug: recover_run bumps lease i64::MAX with a wrapping add; the write is refused by the lease-guard trigger instead of a recover_run error"]
 fn a_lease_at_i64_max_is_refused_with_an_error_naming_recover_run() {
     let meta = Arg::Bind(Value::Text(format!(
         r#"{{"lastHeartbeat":1,"lease":{}}}"#,
@@ -302,7 +301,6 @@ fn a_lease_at_i64_max_is_refused_with_an_error_naming_recover_run() {
 }
 
 #[test]
-#[ignore = "core bug: an error message that quotes a value containing NUL becomes a bare 'constraint failed'"]
 fn an_argument_with_a_nul_byte_gets_an_error_naming_the_function() {
     let conn = setup(
         &Arg::Bind(Value::Null),
@@ -329,7 +327,6 @@ fn an_argument_with_a_nul_byte_gets_an_error_naming_the_function() {
 /// What `orphaned_runs` lists, `recover_run` can act on: a heartbeat at the
 /// bottom of the integer range is the oldest heartbeat there is.
 #[test]
-#[ignore = "core bug: recover_run computes now - lastHeartbeat with a wrapping subtraction; i64::MIN reads as 'still alive' while orphaned_runs lists the run"]
 fn a_heartbeat_at_i64_min_is_an_orphan_that_can_be_recovered() {
     let meta = Arg::Bind(Value::Text(format!(r#"{{"lastHeartbeat":{}}}"#, i64::MIN)));
     let conn = setup(&meta, &Arg::Bind(Value::Text("running".into())), false);

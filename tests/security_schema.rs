@@ -180,7 +180,6 @@ fn a_check_constraint_cannot_call_a_writer_when_registered_first() {
 /// CHECK while recover_run did not exist yet, and later calls whatever
 /// function has that name — DIRECTONLY is never checked.
 #[test]
-#[ignore = "core bug: register() on a connection whose schema is already loaded lets CHECK constraints / generated columns of the file call recover_run and run_heartbeat"]
 fn a_check_constraint_cannot_call_a_writer_when_registered_late() {
     let dir = tempfile::tempdir().unwrap();
     let path = hostile_db(dir.path(), true);

@@ -101,7 +101,7 @@ select count(*) from protocol_runs join temp.before b using (accession_id) where
 -- Keys given to a later install override the stored config; the others are kept.
 select run_recovery_install('{"stale_after_ms":5000}') ->> '$.stale_after_ms';  -- 5000
 select run_recovery_install() ->> '$.stale_after_ms', run_recovery_config() ->> '$.max_resumes';  -- 5000|3
-select sql like '%now_ms - (5000)%' from sqlite_schema where name = 'run_recovery_orphans';  -- 1
+select sql like '% - (5000)%' from sqlite_schema where name = 'run_recovery_orphans';  -- 1
 -- live_statuses are stored lowercase, deduplicated.
 select run_recovery_install('{"live_statuses":["Running","RUNNING","paused"],"max_resumes":0}') ->> '$.live_statuses';  -- ["running","paused"]
 select run_recovery_install('{"stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}') = run_recovery_config();  -- 1

@@ -80,7 +80,7 @@ select * from orphaned_runs(x'00');  -- error: orphaned_runs: threshold_ms must 
 select * from orphaned_runs(0, -5);  -- error: orphaned_runs: now_ms must be an integer >= 0, found -5
 select * from orphaned_runs(0, 5.5);  -- error: orphaned_runs: now_ms must be an integer >= 0, found 5.5
 select * from orphaned_runs where include_dismissed = 2;  -- error: orphaned_runs: include_dismissed must be 0 or 1, found 2
-select * from orphaned_runs where include_dismissed = -1;  -- error: orphaned_runs: include_dismissed must be an integer >= 0, found -1
+select * from orphaned_runs where include_dismissed = -1;  -- error: orphaned_runs: include_dismissed must be 0 or 1, found -1
 select * from orphaned_runs(1, 2, 3);  -- error: orphaned_runs: include_dismissed must be 0 or 1, found 3
 select * from orphaned_runs(1, 2, 3, 4);  -- error: too many arguments on orphaned_runs() - max 3
 
@@ -99,7 +99,9 @@ select run_id, dismissed from orphaned_runs(0, 4102444900000) where run_id = 'o2
 -- Served from the status index, not a scan of every run: the view's plan
 -- (orphaned_runs runs the very same SELECT, with parameters).
 explain query plan select * from run_recovery_orphans;  -- QUERY PLAN
-                                                       -- |--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
+                                                       -- |--MATERIALIZE run_recovery_fields
+                                                       -- |  `--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
+                                                       -- |--SCAN run_recovery_fields
                                                        -- `--USE TEMP B-TREE FOR ORDER BY
 -- The hidden arguments are pushed down (idxNum 0x1 threshold_ms, 0x2 now_ms, 0x4 include_dismissed).
 explain query plan select * from orphaned_runs(1, 2);  -- QUERY PLAN

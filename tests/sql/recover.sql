@@ -70,9 +70,10 @@ select status, end_time = updated_at, end_time glob '20[0-9][0-9]-[01][0-9]-[0-3
 select json_remove(properties_json -> '$.recoveryLog[#-1]', '$.at') from protocol_runs where accession_id = 'o2';  -- {"action":"fail","from":"PAUSED","to":"FAILED","lastHeartbeat":2000,"checkpointStep":null,"leaseBefore":4,"leaseAfter":5}
 select recover_run('o2', 'resume');  -- error: recover_run: run 'o2' was already recovered by another client (fail, {any} ms ago); it now holds lease 5
 select run_heartbeat('o2', 4);  -- error: run_heartbeat: run 'o2' is not live, found status 'FAILED'; only a run in preparing, running, pausing, paused, resuming, canceling, intervening, requires_intervention has an executor to stamp it
--- Capitalized and lowercase rows keep their case; an odd mixture is written lowercase.
+-- Capitalized and lowercase rows keep their case; an odd mixture of cases is
+-- not a live status at all (the same three spellings as orphan detection).
 select recover_run('Cap', 'fail') ->> '$.status', (select status from protocol_runs where accession_id = 'Cap');  -- Failed|Failed
-select recover_run('mixed', 'fail') ->> '$.status', (select status from protocol_runs where accession_id = 'mixed');  -- failed|failed
+select recover_run('mixed', 'fail') ->> '$.status', (select status from protocol_runs where accession_id = 'mixed');  -- error: recover_run: run 'mixed' is not live, found status 'rUnNiNg'; only runs in preparing, running, pausing, paused, resuming, canceling, intervening, requires_intervention can be orphaned
 -- Action names are case-insensitive.
 select recover_run('cap2', 'RESUME') ->> '$.action';  -- resume
 
@@ -89,7 +90,7 @@ select properties_json from protocol_runs where accession_id = 'cap';  -- {"last
 select recover_run('cap', 'fail') ->> '$.status';  -- failed
 
 -- Not orphaned: still alive (the age is the clock's), or not live at all.
-select recover_run('alive', 'fail');  -- error: recover_run: run 'alive' is still alive: last heartbeat {any} ms ago, threshold 30000 ms
+select recover_run('alive', 'fail');  -- error: recover_run: run 'alive' is still alive: last heartbeat {any} ms in the future (another host's clock?), threshold 30000 ms
 select recover_run('tx', 'fail', 4102444800000);  -- error: recover_run: run 'tx' is still alive: last heartbeat {any} ms ago, threshold 4102444800000 ms
 select recover_run('done', 'fail');  -- error: recover_run: run 'done' is not live, found status 'completed'; only runs in preparing, running, pausing, paused, resuming, canceling, intervening, requires_intervention can be orphaned
 select recover_run('q', 'resume');  -- error: recover_run: run 'q' is not live, found status 'queued'; only runs in preparing, running, pausing, paused, resuming, canceling, intervening, requires_intervention can be orphaned
