@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Executed docs: runs every SQL example of docs/api.md against the built library.
 
-    scripts/docs-check.py [SQLITE3] [LIBRARY] [DOC]        (make docs-check)
+    scripts/docs-check.py [SQLITE3] [LIBRARY] [DOC [WALKTHROUGH...]]   (make docs-check)
+
+DOC is the reference (docs/api.md): its examples run and every registered
+function needs a section. Each WALKTHROUGH (README.md) only has its examples
+run, as written, in a session of its own.
 
 Fails when
 * an example's output drifted from the result written beside it (the format
@@ -49,7 +53,7 @@ def sql_blocks(text):
     return blocks
 
 
-def check(doc, sqlite3_bin, library):
+def check(doc, sqlite3_bin, library, sections=True):
     """The list of problems in `doc` (empty when it is right), and the number of checked examples."""
     with open(doc, encoding="utf-8") as f:
         text = f.read()
@@ -65,7 +69,7 @@ def check(doc, sqlite3_bin, library):
         problems.append(f"FAIL {doc}: {problem}")
     problems += sqltest.failures(cases)
     headings = [l for l in text.splitlines() if re.match(r"^#{1,6}\s", l)]
-    for name in sqltest.registered(sqlite3_bin, library):
+    for name in sqltest.registered(sqlite3_bin, library) if sections else []:
         if not any(re.search(rf"\b{re.escape(name)}\b", h) for h in headings):
             problems.append(f"FAIL {doc}: no section for {name} (a heading that names it)")
     return problems, sum(c.expected is not None for c in cases)
@@ -94,6 +98,12 @@ def main(argv):
     library = argv[1] if len(argv) > 1 else "dist/run_recovery.so"
     doc = argv[2] if len(argv) > 2 else "docs/api.md"
     problems, checked = check(doc, sqlite3_bin, library)
+    for walkthrough in argv[3:]:
+        more, n = check(walkthrough, sqlite3_bin, library, sections=False)
+        if not n:
+            more.append(f"FAIL {walkthrough}: no checked example")
+        problems += more
+        checked += n
     for p in problems:
         print(p)
     n, broken = self_test(sqlite3_bin, library)

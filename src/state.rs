@@ -171,7 +171,13 @@ fn load(
     let text: Option<String> = conn
         .prepare_cached(CONFIG_SQL)
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-        .map_err(|_| errors::not_installed(func))?;
+        .map_err(|e| match e.sqlite_error_code() {
+            // Locked out, not missing: say so (the caller's busy_timeout applies).
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                errors::wrap(func, e)
+            }
+            _ => errors::not_installed(func),
+        })?;
     let Some(text) = text else {
         return Err(errors::not_installed(func));
     };

@@ -789,3 +789,32 @@ fn racing_resumes_have_exactly_one_winner() {
         );
     }
 }
+
+#[test]
+fn a_locked_database_is_reported_as_locked_not_as_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let a = rusqlite::Connection::open(&path).unwrap();
+    a.execute_batch(SCHEMA).unwrap();
+    run_recovery::register(&a).unwrap();
+    one::<String>(&a, "SELECT run_recovery_install()").unwrap();
+    add_run(&a, "r", "running", None);
+    a.busy_timeout(std::time::Duration::from_millis(20))
+        .unwrap();
+    let b = rusqlite::Connection::open(&path).unwrap();
+    b.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for sql in [
+        "SELECT run_heartbeat('r')",
+        "SELECT run_checkpoint('r', 1)",
+        "SELECT recover_run('r', 'fail', 0)",
+    ] {
+        let e = a
+            .query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database is locked"), "{sql}: {e}");
+        assert!(!e.contains("not installed"), "{sql}: {e}");
+    }
+    b.execute_batch("ROLLBACK").unwrap();
+    assert!(one::<i64>(&a, "SELECT run_heartbeat('r')").is_ok());
+}
