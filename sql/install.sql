@@ -52,24 +52,20 @@ END;
 CREATE VIEW run_recovery_orphans AS
 WITH run_recovery_candidates AS (
   SELECT "accession_id" AS run_id, "name" AS name, "status" AS status, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms,
-         CASE WHEN CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END THEN "properties_json" END AS m
+         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END AS last_heartbeat,
+         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.checkpointStep') AS INTEGER) END AS checkpoint_step,
+         CASE WHEN json_valid("properties_json") THEN "properties_json" -> '$.checkpointState' END AS checkpoint_state,
+         coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lease') AS INTEGER) END, 1) AS lease,
+         coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
+         CASE WHEN json_valid("properties_json") THEN json_extract("properties_json", '$.dismissedHeartbeat') END AS dismissed_at
   FROM "protocol_runs"
   WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention')
     AND coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - (30000)
-  LIMIT -1),
-run_recovery_fields AS MATERIALIZED (
-  SELECT run_id, name, status, now_ms,
-         CAST(json_extract(m, '$.lastHeartbeat') AS INTEGER) AS last_heartbeat,
-         CAST(json_extract(m, '$.checkpointStep') AS INTEGER) AS checkpoint_step,
-         m -> '$.checkpointState' AS checkpoint_state,
-         coalesce(CAST(json_extract(m, '$.lease') AS INTEGER), 1) AS lease,
-         coalesce(CAST(json_extract(m, '$.resumes') AS INTEGER), 0) AS resumes,
-         json_extract(m, '$.dismissedHeartbeat') AS dismissed_at
-  FROM run_recovery_candidates)
+  LIMIT -1)
 SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
        checkpoint_step, checkpoint_state, lease, resumes,
        coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM run_recovery_fields
+FROM run_recovery_candidates
 WHERE (0) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
 ORDER BY coalesce(last_heartbeat, 0), run_id;
 UPDATE "protocol_runs" SET "properties_json" = json_insert(json_insert(coalesce("properties_json", '{}'), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)), '$.lease', 1)

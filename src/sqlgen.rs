@@ -123,12 +123,12 @@ fn names(cfg: &Config) -> Names {
 /// The `WHERE status IN (…spellings…)` is what lets SQLite serve it from the
 /// status index: only live rows are read, however long the history.
 ///
-/// Cost: every live run is parsed once (`json_valid`; the `json_extract` that
-/// follows finds the parse in SQLite's JSON cache), as in a hand-written
-/// query. The other fields are extracted once per candidate: the candidates
-/// are a co-routine (`LIMIT -1` keeps SQLite from flattening it, which would
-/// repeat the object guard inside every column, WHERE and ORDER BY) feeding a
-/// MATERIALIZED CTE (3.35+).
+/// Cost: every live run is parsed once (`json_valid`; the `json_extract`s
+/// that follow find the parse in SQLite's JSON cache), as in a hand-written
+/// query, and each field of a candidate is extracted once: the candidates are
+/// a co-routine (`LIMIT -1` keeps SQLite from flattening it into the outer
+/// query, which would repeat the extractions in WHERE and ORDER BY). Metadata
+/// that is not valid JSON has no fields (NULL), never an error.
 pub fn orphan_select(cfg: &Config, now: &str, threshold: &str, include_dismissed: &str) -> String {
     let n = names(cfg);
     let name = cfg
@@ -136,39 +136,36 @@ pub fn orphan_select(cfg: &Config, now: &str, threshold: &str, include_dismissed
         .as_deref()
         .map(ident)
         .unwrap_or_else(|| "NULL".into());
+    let meta = &n.meta;
+    let field = |expr: String| format!("CASE WHEN json_valid({meta}) THEN {expr} END");
+    let hb = field(int_at(meta, "lastHeartbeat"));
     format!(
         "WITH run_recovery_candidates AS (
   SELECT {id} AS run_id, {name} AS name, {status} AS status, {now} AS now_ms,
-         CASE WHEN {is_obj} THEN {meta} END AS m
-  FROM {table}
-  WHERE {live}
-    AND coalesce(CASE WHEN json_valid({meta}) THEN {hb_any} END, 0) < {now} - ({threshold})
-  LIMIT -1),
-run_recovery_fields AS MATERIALIZED (
-  SELECT run_id, name, status, now_ms,
          {hb} AS last_heartbeat,
          {step} AS checkpoint_step,
-         m -> '$.checkpointState' AS checkpoint_state,
+         {state} AS checkpoint_state,
          coalesce({lease}, 1) AS lease,
          coalesce({resumes}, 0) AS resumes,
-         json_extract(m, '$.dismissedHeartbeat') AS dismissed_at
-  FROM run_recovery_candidates)
+         {dismissed_at} AS dismissed_at
+  FROM {table}
+  WHERE {live}
+    AND coalesce({hb}, 0) < {now} - ({threshold})
+  LIMIT -1)
 SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
        checkpoint_step, checkpoint_state, lease, resumes,
        coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM run_recovery_fields
+FROM run_recovery_candidates
 WHERE ({include_dismissed}) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
 ORDER BY coalesce(last_heartbeat, 0), run_id",
         id = n.id,
         status = n.status,
         table = n.table,
-        meta = n.meta,
-        is_obj = is_object(&n.meta),
-        hb_any = int_at(&n.meta, "lastHeartbeat"),
-        hb = int_at("m", "lastHeartbeat"),
-        step = int_at("m", "checkpointStep"),
-        lease = int_at("m", "lease"),
-        resumes = int_at("m", "resumes"),
+        step = field(int_at(meta, "checkpointStep")),
+        state = field(format!("{meta} -> '$.checkpointState'")),
+        lease = field(int_at(meta, "lease")),
+        resumes = field(int_at(meta, "resumes")),
+        dismissed_at = field(format!("json_extract({meta}, '$.dismissedHeartbeat')")),
         live = live_index_test(cfg, &n.status),
     )
 }

@@ -263,6 +263,9 @@ fn open_history(path: &Path) -> Res<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     run_recovery::register(&conn)?;
+    // The cached database may carry the objects of an older build: install
+    // again (idempotent) so the view measured is the current one.
+    conn.query_row("SELECT run_recovery_install()", [], |_| Ok(()))?;
     let ids: Vec<String> = conn
         .prepare(&format!(
             "SELECT accession_id FROM protocol_runs WHERE status IN ({}) \

@@ -79,9 +79,9 @@ select meta ->> '$.lease' from jobs where id = 4;  -- 1
 select run_recovery_install('{"name_column":"title"}') ->> '$.name_column';  -- title
 select group_concat(run_id || ':' || name) from orphaned_runs(0, 4102444800000);  -- 2:b,4:d
 explain query plan select * from run_recovery_orphans;  -- QUERY PLAN
-                                                       -- |--MATERIALIZE run_recovery_fields
+                                                       -- |--CO-ROUTINE run_recovery_candidates
                                                        -- |  `--SEARCH jobs USING INDEX jobs_state (state=?)
-                                                       -- |--SCAN run_recovery_fields
+                                                       -- |--SCAN run_recovery_candidates
                                                        -- `--USE TEMP B-TREE FOR ORDER BY
 select run_recovery_uninstall();  -- {"uninstalled":true,"table":"jobs"}
 

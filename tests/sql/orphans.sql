@@ -99,9 +99,9 @@ select run_id, dismissed from orphaned_runs(0, 4102444900000) where run_id = 'o2
 -- Served from the status index, not a scan of every run: the view's plan
 -- (orphaned_runs runs the very same SELECT, with parameters).
 explain query plan select * from run_recovery_orphans;  -- QUERY PLAN
-                                                       -- |--MATERIALIZE run_recovery_fields
+                                                       -- |--CO-ROUTINE run_recovery_candidates
                                                        -- |  `--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
-                                                       -- |--SCAN run_recovery_fields
+                                                       -- |--SCAN run_recovery_candidates
                                                        -- `--USE TEMP B-TREE FOR ORDER BY
 -- The hidden arguments are pushed down (idxNum 0x1 threshold_ms, 0x2 now_ms, 0x4 include_dismissed).
 explain query plan select * from orphaned_runs(1, 2);  -- QUERY PLAN
