@@ -37,6 +37,10 @@ pub(crate) const WRITER: FunctionFlags =
 pub(crate) const READER: FunctionFlags =
     FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
 
+/// The host table of the spec (`sql/protocol_runs.sql`): what the app
+/// creates; run_recovery never changes it. Used by the demo and the tests.
+pub const SPEC_SCHEMA: &str = include_str!("../sql/protocol_runs.sql");
+
 /// Every SQL function and module run_recovery registers.
 pub const FUNCTIONS: [&str; 11] = [
     "recover_run",

@@ -13,31 +13,8 @@ import run_recovery
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The host schema of ../shared/spec.md, unchanged.
-SCHEMA = """
-CREATE TABLE protocol_runs (
-  accession_id CHAR(32) NOT NULL PRIMARY KEY,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
-  updated_at DATETIME,
-  name VARCHAR,
-  properties_json TEXT,
-  start_time DATETIME,
-  end_time DATETIME,
-  data_directory_path VARCHAR,
-  duration_ms INTEGER,
-  status VARCHAR(21),
-  input_parameters_json TEXT,
-  resolved_assets_json TEXT,
-  output_data_json TEXT,
-  initial_state_json TEXT,
-  final_state_json TEXT,
-  created_by_user TEXT,
-  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
-  protocol_definition_accession_id CHAR(32),
-  previous_accession_id CHAR(32)
-);
-CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
-"""
+# The host schema of ../shared/spec.md, unchanged (shared by every test).
+SCHEMA = (ROOT / "sql" / "protocol_runs.sql").read_text()
 
 PROTOCOL = "f" * 32
 

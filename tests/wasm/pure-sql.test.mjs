@@ -22,30 +22,8 @@ const ROOT = path.resolve(HERE, '..', '..');
 const LOADABLE = process.env.RUN_RECOVERY_LOADABLE || path.join(ROOT, 'dist', 'run_recovery.so');
 const SQLITE3 = process.env.SQLITE3 || 'sqlite3';
 
-const SCHEMA = `
-CREATE TABLE protocol_runs (
-  accession_id CHAR(32) NOT NULL PRIMARY KEY,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
-  updated_at DATETIME,
-  name VARCHAR,
-  properties_json TEXT,
-  start_time DATETIME,
-  end_time DATETIME,
-  data_directory_path VARCHAR,
-  duration_ms INTEGER,
-  status VARCHAR(21),
-  input_parameters_json TEXT,
-  resolved_assets_json TEXT,
-  output_data_json TEXT,
-  initial_state_json TEXT,
-  final_state_json TEXT,
-  created_by_user TEXT,
-  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
-  protocol_definition_accession_id CHAR(32),
-  previous_accession_id CHAR(32)
-);
-CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
-`;
+// The host schema of ../shared/spec.md, shared by every test.
+const SCHEMA = fs.readFileSync(path.join(ROOT, 'sql', 'protocol_runs.sql'), 'utf8');
 
 const RESUMED = 'a'.repeat(32); // died, then resumed (lease 2)
 const ORPHAN = 'b'.repeat(32); // died long ago, nobody recovered it
