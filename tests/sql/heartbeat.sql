@@ -2,28 +2,7 @@
 -- Heartbeats are wall-clock milliseconds: results are compared with a bound,
 -- or with a heartbeat seeded in the future (a heartbeat never moves backwards).
 
-CREATE TABLE protocol_runs (
-  accession_id CHAR(32) NOT NULL PRIMARY KEY,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
-  updated_at DATETIME,
-  name VARCHAR,
-  properties_json TEXT,
-  start_time DATETIME,
-  end_time DATETIME,
-  data_directory_path VARCHAR,
-  duration_ms INTEGER,
-  status VARCHAR(21),
-  input_parameters_json TEXT,
-  resolved_assets_json TEXT,
-  output_data_json TEXT,
-  initial_state_json TEXT,
-  final_state_json TEXT,
-  created_by_user TEXT,
-  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
-  protocol_definition_accession_id CHAR(32),
-  previous_accession_id CHAR(32)
-);
-CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
+.read sql/protocol_runs.sql
 
 insert into protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id) values
   ('r1', 'one', 'running', '{"app":"kept","nested":{"z":[1,2]}}', 'p'),

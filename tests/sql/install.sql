@@ -17,28 +17,7 @@ select * from orphaned_runs;  -- error: orphaned_runs: run_recovery is not insta
 select run_recovery_install();  -- error: run_recovery_install: no table 'protocol_runs' in the main database (config key 'table')
 select count(*) from sqlite_schema where name like 'run_recovery%';  -- 0
 
-CREATE TABLE protocol_runs (
-  accession_id CHAR(32) NOT NULL PRIMARY KEY,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
-  updated_at DATETIME,
-  name VARCHAR,
-  properties_json TEXT,
-  start_time DATETIME,
-  end_time DATETIME,
-  data_directory_path VARCHAR,
-  duration_ms INTEGER,
-  status VARCHAR(21),
-  input_parameters_json TEXT,
-  resolved_assets_json TEXT,
-  output_data_json TEXT,
-  initial_state_json TEXT,
-  final_state_json TEXT,
-  created_by_user TEXT,
-  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
-  protocol_definition_accession_id CHAR(32),
-  previous_accession_id CHAR(32)
-);
-CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
+.read sql/protocol_runs.sql
 
 -- Runs present before install: a live run without a heartbeat gets its first
 -- stamp (and lease 1); a live run with a heartbeat keeps it as it is (lease 1 is

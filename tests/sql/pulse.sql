@@ -2,28 +2,7 @@
 -- the refusals that need no second connection (the runner's database is in
 -- memory, where a pulse is refused; the pulse itself is tested in Rust).
 
-CREATE TABLE protocol_runs (
-  accession_id CHAR(32) NOT NULL PRIMARY KEY,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
-  updated_at DATETIME,
-  name VARCHAR,
-  properties_json TEXT,
-  start_time DATETIME,
-  end_time DATETIME,
-  data_directory_path VARCHAR,
-  duration_ms INTEGER,
-  status VARCHAR(21),
-  input_parameters_json TEXT,
-  resolved_assets_json TEXT,
-  output_data_json TEXT,
-  initial_state_json TEXT,
-  final_state_json TEXT,
-  created_by_user TEXT,
-  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
-  protocol_definition_accession_id CHAR(32),
-  previous_accession_id CHAR(32)
-);
-CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);
+.read sql/protocol_runs.sql
 insert into protocol_runs (accession_id, status, properties_json, top_level_protocol_definition_accession_id) values ('r1', 'running', NULL, 'p');
 select run_recovery_install() is not null;  -- 1
 
