@@ -17,6 +17,8 @@ test-stress: stress-race stress-crash stress-prop stress-fuzz
 stress-race:
 	RUN_RECOVERY_RACE_PROCS=16 RUN_RECOVERY_RACE_ROUNDS=1000 \
 	  $(STRESS_CARGO_TEST) --test reliability_race -- --ignored --exact race_resume_full --nocapture
+	RUN_RECOVERY_RACE_PROCS=16 RUN_RECOVERY_RACE_ROUNDS=1000 \
+	  $(STRESS_CARGO_TEST) --test reliability_race -- --ignored --exact race_resume_full_through_orphaned_runs --nocapture
 
 # 200 SIGKILLs of a worker during heartbeats, checkpoints and transactions.
 stress-crash:

@@ -219,7 +219,7 @@ fn race_resume_full() {
 }
 
 #[test]
-#[ignore = "stress, and core bug (see race_resume_through_orphaned_runs): 16 processes x 1,000 rounds through orphaned_runs"]
+#[ignore = "stress: 16 processes x 1,000 rounds through orphaned_runs; run by `make test-stress`"]
 fn race_resume_full_through_orphaned_runs() {
     let procs = env_or("RUN_RECOVERY_RACE_PROCS", 16) as usize;
     let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 1000);
