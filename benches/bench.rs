@@ -40,10 +40,6 @@ fn main() {
         "worker" => concurrency::worker(&args[1..]),
         "checker" => concurrency::checker(&args[1..]),
         "callgrind" => scenarios::callgrind(),
-        "proposed-sql" => {
-            println!("{}", scenarios::proposed_orphan_select());
-            Ok(())
-        }
         "profile" => scenarios::profile(args.get(1).map(String::as_str).unwrap_or("")),
         other => Err(format!(
             "unknown mode '{other}', expected all, heartbeat, orphans, load or concurrency"

@@ -280,47 +280,6 @@ fn open_history(path: &Path) -> Res<Connection> {
     Ok(conn)
 }
 
-/// The orphan SELECT proposed to the core (see BENCHMARKS.md), for the
-/// default config. Every live run costs one JSON parse (json_valid, whose
-/// parse json_extract then finds in SQLite's JSON cache), as in the
-/// hand-written query; the other columns are extracted once per candidate in
-/// MATERIALIZED CTEs, instead of re-validating the metadata inside every
-/// column expression and again in WHERE and ORDER BY (what flattening the
-/// current subquery does). ?1 now_ms, ?2 threshold_ms, ?3 include_dismissed.
-pub fn proposed_orphan_select() -> String {
-    let meta = "\"properties_json\"";
-    let int_at = |key: &str| format!("CAST(json_extract(m, '$.{key}') AS INTEGER)");
-    format!(
-        "WITH candidates AS (
-  SELECT \"accession_id\" AS run_id, \"name\" AS name, \"status\" AS status, ?1 AS now_ms,
-         CASE WHEN CASE WHEN json_valid({meta}) THEN json_type({meta}) = 'object' ELSE 0 END THEN {meta} END AS m
-  FROM \"protocol_runs\"
-  WHERE \"status\" IN ({live})
-    AND coalesce(CASE WHEN json_valid({meta}) THEN CAST(json_extract({meta}, '$.lastHeartbeat') AS INTEGER) END, 0) < ?1 - (?2)
-  LIMIT -1),
-fields AS MATERIALIZED (
-  SELECT run_id, name, status, now_ms,
-         {hb} AS last_heartbeat,
-         {step} AS checkpoint_step,
-         m -> '$.checkpointState' AS checkpoint_state,
-         coalesce({lease}, 1) AS lease,
-         coalesce({resumes}, 0) AS resumes,
-         json_extract(m, '$.dismissedHeartbeat') AS dismissed_at
-  FROM candidates)
-SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
-       checkpoint_step, checkpoint_state, lease, resumes,
-       coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM fields
-WHERE (?3) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
-ORDER BY coalesce(last_heartbeat, 0), run_id",
-        live = live_status_list(),
-        hb = int_at("lastHeartbeat"),
-        step = int_at("checkpointStep"),
-        lease = int_at("lease"),
-        resumes = int_at("resumes"),
-    )
-}
-
 /// `SELECT * FROM orphaned_runs` and the view vs the hand-written indexed query.
 pub fn orphans() -> Res {
     let mut report = Report::new();
@@ -353,22 +312,22 @@ pub fn orphans() -> Res {
             .prepare(&format!("EXPLAIN QUERY PLAN {hand}"))?
             .query_map([0], |r| r.get(3))?
             .collect::<Result<_, _>>()?;
-        // The proposed SELECT returns exactly what orphaned_runs returns.
+        // orphaned_runs' own SELECT, run directly, returns what the table does.
         let now = now_ms();
-        let rows_of = |sql: &str| -> Res<Vec<Vec<rusqlite::types::Value>>> {
-            let mut stmt = c.prepare_cached(sql)?;
-            let rows = stmt
-                .query_map(params![now, 30_000, 0], |r| {
-                    (0..10).map(|i| r.get(i)).collect::<Result<Vec<_>, _>>()
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        };
         let fsql = run_recovery::sqlgen::FunctionSql::new(&run_recovery::config::Config::default());
         let current = fsql.orphans;
-        let proposed = proposed_orphan_select();
-        if rows_of(&current)? != rows_of(&proposed)? {
-            return Err("the proposed orphan SELECT disagrees with orphaned_runs".into());
+        let direct: Vec<Vec<rusqlite::types::Value>> = c
+            .prepare(&current)?
+            .query_map(params![now, 30_000, 0], |r| {
+                (0..10).map(|i| r.get(i)).collect::<Result<Vec<_>, _>>()
+            })?
+            .collect::<Result<_, _>>()?;
+        if direct.len() != 20 {
+            return Err(format!(
+                "orphaned_runs' SELECT found {} orphans, expected 20",
+                direct.len()
+            )
+            .into());
         }
         let mut variants: Vec<(String, Batch<'_>)> = Vec::new();
         variants.push((
@@ -398,28 +357,18 @@ pub fn orphans() -> Res {
                 }),
             ));
         }
-        for (name, sql) in [
-            (
-                "diagnostic: orphaned_runs' SELECT, run directly",
-                current.as_str(),
-            ),
-            (
-                "diagnostic: proposed SELECT, run directly",
-                proposed.as_str(),
-            ),
-        ] {
-            variants.push((
-                name.to_string(),
-                Box::new(move || {
-                    let mut stmt = c.prepare_cached(sql)?;
-                    let t = Instant::now();
-                    for _ in 0..BATCH {
-                        drain(&mut stmt, params![now_ms(), 30_000, 0])?;
-                    }
-                    Ok(t.elapsed().as_secs_f64())
-                }),
-            ));
-        }
+        let sql = current.as_str();
+        variants.push((
+            "diagnostic: orphaned_runs' SELECT, run directly".to_string(),
+            Box::new(move || {
+                let mut stmt = c.prepare_cached(sql)?;
+                let t = Instant::now();
+                for _ in 0..BATCH {
+                    drain(&mut stmt, params![now_ms(), 30_000, 0])?;
+                }
+                Ok(t.elapsed().as_secs_f64())
+            }),
+        ));
         let rows = compare(rounds, BATCH, &mut variants)?;
         drop(variants);
         report.table(
@@ -771,7 +720,7 @@ fn python(report: &mut Report, rounds: usize, big: &Path) -> Res {
 /// `profile WHAT`: one contender alone in a loop, for
 /// `valgrind --tool=callgrind --toggle-collect='*profiled*'`, so only the
 /// loop is counted. WHAT: hb-ext, hb-hand, hb-rmw (in memory, 10000 calls),
-/// orph-vtab, orph-view, orph-proposed, orph-hand (10k-run database, 1000
+/// orph-vtab, orph-view, orph-hand (10k-run database, 1000
 /// queries).
 pub fn profile(what: &str) -> Res {
     if let Some(kind) = what.strip_prefix("hb-") {
@@ -785,7 +734,6 @@ pub fn profile(what: &str) -> Res {
     let sql = match what {
         "orph-vtab" => "SELECT * FROM orphaned_runs".to_string(),
         "orph-view" => "SELECT * FROM run_recovery_orphans".to_string(),
-        "orph-proposed" => proposed_orphan_select(),
         "orph-hand" => format!(
             "SELECT accession_id, name, status, properties_json FROM protocol_runs \
              WHERE status IN ({}) AND json_extract(properties_json, '$.lastHeartbeat') < ?1",
@@ -870,7 +818,7 @@ pub fn callgrind() -> Res {
         (
             "orphan detection, 10000 runs",
             1000,
-            &["orph-hand", "orph-vtab", "orph-view", "orph-proposed"],
+            &["orph-hand", "orph-vtab", "orph-view"],
         ),
     ];
     history_db(10_000)?;
