@@ -20,7 +20,7 @@ use std::ffi::{c_int, CStr};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::vtab::{
     Context, Filters, IndexConstraintOp, IndexInfo, Module, VTab, VTabConfig, VTabConnection,
     VTabCursor,
@@ -142,7 +142,7 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
             base: ffi::sqlite3_vtab_cursor::default(),
             db: self.db,
             shared: self.shared.clone(),
-            rows: Vec::new(),
+            rows: Rows::default(),
             pos: 0,
             inputs: [Value::Null, Value::Null, Value::Null],
             phantom: PhantomData,
@@ -156,11 +156,75 @@ pub struct OrphansCursor<'vtab> {
     base: ffi::sqlite3_vtab_cursor,
     db: *mut ffi::sqlite3,
     shared: Arc<Shared>,
-    rows: Vec<Vec<Value>>,
+    rows: Rows,
     pos: usize,
     /// threshold_ms, now_ms, include_dismissed as used.
     inputs: [Value; 3],
     phantom: PhantomData<&'vtab OrphansTab>,
+}
+
+/// The rows of one query, stored flat (`VISIBLE` cells a row) with every
+/// text in one buffer: no allocation per value, no UTF-8 re-validation; the
+/// cells are handed to SQLite as they came from it.
+#[derive(Default)]
+struct Rows {
+    cells: Vec<Cell>,
+    bytes: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    /// A range of `Rows::bytes`.
+    Text(usize, usize),
+    Blob(usize, usize),
+}
+
+impl Rows {
+    fn clear(&mut self) {
+        self.cells.clear();
+        self.bytes.clear();
+    }
+
+    fn push(&mut self, v: ValueRef<'_>) {
+        let mut range = |b: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            (start, self.bytes.len())
+        };
+        let cell = match v {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Integer(i),
+            ValueRef::Real(r) => Cell::Real(r),
+            ValueRef::Text(t) => {
+                let (a, b) = range(t);
+                Cell::Text(a, b)
+            }
+            ValueRef::Blob(t) => {
+                let (a, b) = range(t);
+                Cell::Blob(a, b)
+            }
+        };
+        self.cells.push(cell);
+    }
+
+    fn len(&self) -> usize {
+        self.cells.len() / VISIBLE
+    }
+
+    /// Column `col` of row `row`; `None` when out of range (never panics).
+    fn get(&self, row: usize, col: usize) -> Option<ValueRef<'_>> {
+        let at = row.checked_mul(VISIBLE)?.checked_add(col)?;
+        Some(match *self.cells.get(at)? {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(i),
+            Cell::Real(r) => ValueRef::Real(r),
+            Cell::Text(a, b) => ValueRef::Text(self.bytes.get(a..b)?),
+            Cell::Blob(a, b) => ValueRef::Blob(self.bytes.get(a..b)?),
+        })
+    }
 }
 
 fn input(name: &str, v: ValueRef<'_>, min: i64) -> Result<Option<i64>> {
@@ -210,25 +274,35 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         let include = include.flatten().unwrap_or(0);
         let now = now.flatten().unwrap_or_else(now_ms);
         let db = self.db;
-        let (threshold, rows) = self.shared.run(db, F, |conn, inst| {
+        let mut rows = std::mem::take(&mut self.rows);
+        let threshold = self.shared.run(db, F, |conn, inst| {
             let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
             let mut stmt = conn
                 .prepare_cached(&inst.sql.orphans)
                 .map_err(|e| crate::errors::wrap(F, e))?;
-            let rows = stmt
-                .query_map(params![now, threshold, include], |r| {
-                    (0..VISIBLE).map(|i| r.get::<_, Value>(i)).collect()
-                })?
-                .collect::<Result<Vec<Vec<Value>>>>()
+            let mut q = stmt
+                .query(params![now, threshold, include])
                 .map_err(|e| crate::errors::wrap(F, e))?;
-            Ok((threshold, rows))
-        })?;
+            while let Some(r) = q.next().map_err(|e| crate::errors::wrap(F, e))? {
+                for i in 0..VISIBLE {
+                    rows.push(r.get_ref(i).map_err(|e| crate::errors::wrap(F, e))?);
+                }
+            }
+            Ok(threshold)
+        });
+        self.rows = rows;
+        let threshold = match threshold {
+            Ok(t) => t,
+            Err(e) => {
+                self.rows.clear();
+                return Err(e);
+            }
+        };
         self.inputs = [
             Value::Integer(threshold),
             Value::Integer(now),
             Value::Integer(include),
         ];
-        self.rows = rows;
         Ok(())
     }
 
@@ -243,14 +317,14 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
 
     fn column(&self, ctx: &mut Context, i: c_int) -> Result<()> {
         let i = usize::try_from(i).unwrap_or(usize::MAX);
-        let value = if i < VISIBLE {
-            self.rows.get(self.pos).and_then(|r| r.get(i))
+        if i < VISIBLE {
+            let v = self.rows.get(self.pos, i).unwrap_or(ValueRef::Null);
+            ctx.set_result(&ToSqlOutput::Borrowed(v))
         } else {
-            self.inputs.get(i - VISIBLE)
-        };
-        match value {
-            Some(v) => ctx.set_result(v),
-            None => ctx.set_result(&Value::Null),
+            match self.inputs.get(i - VISIBLE) {
+                Some(v) => ctx.set_result(v),
+                None => ctx.set_result(&Value::Null),
+            }
         }
     }
 
