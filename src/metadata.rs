@@ -187,6 +187,16 @@ pub fn decide(
             quote(run_id)
         ));
     }
+    // Resume and fail take the run away from its executor: the lease goes up.
+    let bumped = || {
+        st.lease.checked_add(1).ok_or_else(|| {
+            format!(
+                "{f}: run {} cannot be recovered: its lease cannot be bumped, found lease {}",
+                quote(run_id),
+                st.lease
+            )
+        })
+    };
     let mut out = m.clone();
     let mut new_status = status.to_string();
     let mut lease_after = st.lease;
@@ -202,13 +212,7 @@ pub fn decide(
                     quote(run_id)
                 ));
             }
-            lease_after = st.lease.checked_add(1).ok_or_else(|| {
-                format!(
-                    "{f}: run {} cannot be recovered: its lease cannot be bumped, found lease {}",
-                    quote(run_id),
-                    st.lease
-                )
-            })?;
+            lease_after = bumped()?;
             out.insert(
                 "lastHeartbeat".into(),
                 json!(now.max(st.last_heartbeat.unwrap_or(0))),
@@ -217,13 +221,7 @@ pub fn decide(
             out.insert("resumes".into(), json!(st.resumes.saturating_add(1)));
         }
         Action::Fail => {
-            lease_after = st.lease.checked_add(1).ok_or_else(|| {
-                format!(
-                    "{f}: run {} cannot be recovered: its lease cannot be bumped, found lease {}",
-                    quote(run_id),
-                    st.lease
-                )
-            })?;
+            lease_after = bumped()?;
             new_status = in_case_of(status, "failed");
             out.insert("lease".into(), json!(lease_after));
         }

@@ -25,16 +25,7 @@ use reliability_common::*;
 
 const RUNS: [&str; 2] = ["run-a", "RUN-B-5f0e"];
 const STALE: i64 = 30_000;
-const LIVE: [&str; 8] = [
-    "preparing",
-    "running",
-    "pausing",
-    "paused",
-    "resuming",
-    "canceling",
-    "intervening",
-    "requires_intervention",
-];
+const LIVE: [&str; 8] = run_recovery::config::DEFAULT_LIVE;
 const ALL: [&str; 13] = [
     "queued",
     "pending",
