@@ -143,6 +143,7 @@ impl Config {
     pub fn is_live(&self, status: &str) -> bool {
         self.live_statuses
             .iter()
+            .filter(|s| s.eq_ignore_ascii_case(status))
             .any(|s| spellings(s).iter().any(|v| v == status))
     }
 }
