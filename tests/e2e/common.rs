@@ -167,14 +167,10 @@ pub fn meta_int(conn: &Connection, id: &str, key: &str) -> Option<i64> {
     .unwrap()
 }
 
-pub fn status(conn: &Connection, id: &str) -> String {
-    conn.query_row(
-        "SELECT status FROM protocol_runs WHERE accession_id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
+// The run readers shared with the other integration tests.
+#[path = "../common/mod.rs"]
+mod base;
+pub use base::status;
 
 /// (step, times done) for run `id`, in step order.
 pub fn steps_done(conn: &Connection, id: &str) -> Vec<(i64, i64)> {

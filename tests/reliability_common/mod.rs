@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value as Json;
 
 /// The host schema of the spec (sql/protocol_runs.sql).
 pub const HOST_SCHEMA: &str = run_recovery::SPEC_SCHEMA;
@@ -72,27 +71,11 @@ pub fn insert_run(conn: &Connection, id: &str, status: &str, meta: Option<&str>)
     .expect("insert run");
 }
 
-/// The metadata of a run, parsed.
-pub fn meta(conn: &Connection, id: &str) -> Json {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT properties_json FROM protocol_runs WHERE accession_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .expect("read metadata");
-    text.map(|t| serde_json::from_str(&t).expect("metadata is JSON"))
-        .unwrap_or(Json::Null)
-}
-
-pub fn status(conn: &Connection, id: &str) -> String {
-    conn.query_row(
-        "SELECT status FROM protocol_runs WHERE accession_id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .expect("read status")
-}
+// The run readers shared with the other integration tests.
+#[path = "../common/mod.rs"]
+mod base;
+#[allow(unused_imports)] // not every test crate uses both
+pub use base::{meta, status};
 
 /// Every row of every table and the schema, as text: compared before and after
 /// a call that must change nothing.
