@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# What `make test-dqlite` needs: Debian's dqlite node (`dqlite-demo`, package
+# go-dqlite), Go 1.19, and go-dqlite's sources with their dependencies under
+# /usr/share/gocode, so tools/dqlite builds offline in GOPATH mode.
+# Runs as root on a fresh Debian 12; idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+need=()
+command -v dqlite-demo >/dev/null || need+=(go-dqlite)
+command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/canonical/go-dqlite/driver ] || need+=(golang-github-canonical-go-dqlite-dev)
+[ -x /usr/bin/python3 ] || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}"
+else
+  echo "dqlite.sh: dqlite-demo, go and go-dqlite sources present"
+fi
