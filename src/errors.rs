@@ -63,6 +63,66 @@ pub fn wrap(func: &str, e: Error) -> Error {
     }
 }
 
+/// Why `run_recovery_actions` (the pure-SQL command interface) refuses an
+/// action. SQLite 3.40's `RAISE` takes only a literal, so each reason has one
+/// fixed text, rendered per action as
+/// `run_recovery_actions: <action>: <reason>` by [`ActionRefusal::message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionRefusal {
+    /// `run_id` is NULL, a real or a blob.
+    BadRunId,
+    /// `lease` is not an integer >= 1.
+    BadLease,
+    /// `step` (checkpoint) is missing, not an integer, or negative.
+    BadStep,
+    /// `state` (checkpoint) is not valid JSON text, a number or NULL.
+    BadState,
+    /// `threshold_ms` is not an integer >= 0.
+    BadThreshold,
+    NoSuchRun,
+    NotObject,
+    NotLive,
+    StaleLease,
+    StepBehind,
+    StillAlive,
+    AlreadyRecovered,
+    AlreadyDismissed,
+    TooManyResumes,
+    LeaseOverflow,
+}
+
+/// The refusal of an action that is none of the five.
+pub const ACTION_UNKNOWN: &str = "run_recovery_actions: unknown action: expected one of \
+'heartbeat', 'checkpoint', 'resume', 'fail', 'dismiss'";
+
+impl ActionRefusal {
+    pub fn reason(self) -> &'static str {
+        use ActionRefusal::*;
+        match self {
+            BadRunId => "run_id must be text or an integer",
+            BadLease => "lease must be an integer >= 1 (or NULL for no fencing)",
+            BadStep => "step must be an integer >= 0 (missing or negative)",
+            BadState => "state must be valid JSON text, a number or NULL (wrap a plain string in json_quote())",
+            BadThreshold => "threshold_ms must be an integer >= 0 (or NULL for the installed stale_after_ms)",
+            NoSuchRun => "no such run",
+            NotObject => "metadata is not a JSON object; it is left as it is",
+            NotLive => "run is not live: only a run in a live status has an executor",
+            StaleLease => "stale lease: the run was recovered by another client, this executor must stop",
+            StepBehind => "step is behind the committed checkpoint",
+            StillAlive => "run is still alive: its last heartbeat is within the threshold (orphan actions need a stale heartbeat)",
+            AlreadyRecovered => "run was already recovered by another client since its last heartbeat",
+            AlreadyDismissed => "run was already dismissed at its last heartbeat; it shows again once it heartbeats",
+            TooManyResumes => "too many resumes (max_resumes reached): mark it as failed instead (action 'fail')",
+            LeaseOverflow => "the run's lease cannot be bumped",
+        }
+    }
+
+    /// `run_recovery_actions: <action>: <reason>`.
+    pub fn message(self, action: &str) -> String {
+        format!("run_recovery_actions: {action}: {}", self.reason())
+    }
+}
+
 pub fn internal(problem: impl std::fmt::Display) -> Error {
     Error::UserFunctionError(format!("run_recovery internal error: {problem}").into())
 }

@@ -12,11 +12,15 @@
 
 use crate::config::{spellings, Config};
 
+pub mod actions;
+
 /// Unix epoch milliseconds in pure SQL (`unixepoch('subsec')` is NULL on 3.40).
 pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
 pub const SETTINGS_TABLE: &str = "run_recovery_settings";
 pub const VIEW: &str = "run_recovery_orphans";
+/// Every view install makes (dropping a view drops its INSTEAD OF trigger).
+pub const VIEWS: [&str; 3] = [VIEW, actions::ACTIONS_VIEW, actions::RUNS_VIEW];
 pub const TRIGGERS: [&str; 4] = [
     "run_recovery_stamp_insert",
     "run_recovery_stamp_live",
@@ -24,7 +28,10 @@ pub const TRIGGERS: [&str; 4] = [
     "run_recovery_merge_back",
 ];
 /// Bumped when the generated objects change shape; stored in the settings table.
-pub const SCHEMA_VERSION: i64 = 1;
+/// 1: triggers and the orphans view; 2: adds `run_recovery_actions` and
+/// `run_recovery_runs`. Every install drops and recreates every object, so a
+/// database of any earlier version upgrades in place.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).
 pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
@@ -295,7 +302,10 @@ END",
         orphan_select(cfg, NOW_MS, &cfg.stale_after_ms.to_string(), "0")
     ));
 
-    // 5. Runs live right now that never heartbeated get a first stamp, so they are
+    // 5. Every action in pure SQL, and the per-run state view.
+    out.extend(actions::create_statements(cfg));
+
+    // 6. Runs live right now that never heartbeated get a first stamp, so they are
     //    not orphans before their executor had a chance (an existing heartbeat is kept).
     out.push(format!(
         "UPDATE {table} SET {meta} = json_insert(json_insert(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {NOW_MS}), '$.lease', 1)
@@ -318,7 +328,7 @@ pub fn uninstall_script(settings: bool) -> Vec<String> {
         .iter()
         .map(|t| format!("DROP TRIGGER IF EXISTS {t}"))
         .collect();
-    out.push(format!("DROP VIEW IF EXISTS {VIEW}"));
+    out.extend(VIEWS.iter().map(|v| format!("DROP VIEW IF EXISTS {v}")));
     if settings {
         out.push(format!("DROP TABLE IF EXISTS {SETTINGS_TABLE}"));
     }

@@ -1,0 +1,370 @@
+//! The pure-SQL command interface (pure logic: SQL text only).
+//!
+//! * `run_recovery_actions`: a view with no rows whose `INSTEAD OF INSERT`
+//!   trigger performs one action per inserted row:
+//!   `INSERT INTO run_recovery_actions (run_id, action, lease, step, state, threshold_ms)`.
+//!   The decisions are those of `run_heartbeat`, `run_checkpoint` and
+//!   `recover_run` (see [`crate::metadata::decide`]); the differential test
+//!   `tests/prop_actions.rs` keeps the two equal.
+//! * `run_recovery_runs`: one row per run with its recovery state, served by
+//!   the primary key when filtered by `run_id`.
+//!
+//! How one action runs (the trigger body, in order):
+//! 1. one `SELECT CASE … END` checks the arguments and RAISEs on the first bad one;
+//! 2. for each action, one `UPDATE … WHERE id = NEW.run_id AND action = '…'`
+//!    whose `SET` is a `CASE` that RAISEs the first precondition the row
+//!    fails (in the order the functions check them) and otherwise computes
+//!    the new metadata, followed by `SELECT RAISE(… no such run) WHERE
+//!    changes() = 0`. The `action = '…'` term references no table, so SQLite
+//!    tests it once before touching the table: the other actions cost a jump.
+//!
+//! A RAISE(ABORT) undoes the whole INSERT, so a refused action changes nothing.
+//! Time is the database's clock: `NOW_MS` is the same value for every use
+//! within one statement (SQLite fixes 'now' per statement).
+
+use super::{ident, int_at, literal, live_test, names, writable, Names, NOW_MS};
+use crate::config::{in_case_of, spellings, Config, TERMINAL_STATUSES};
+use crate::errors::{ActionRefusal, ACTION_UNKNOWN};
+
+pub const ACTIONS_VIEW: &str = "run_recovery_actions";
+pub const RUNS_VIEW: &str = "run_recovery_runs";
+/// The five actions, in the order the trigger handles them.
+pub const ACTIONS: [&str; 5] = ["heartbeat", "checkpoint", "resume", "fail", "dismiss"];
+
+/// `RAISE(ABORT, 'run_recovery_actions: <action>: <reason>')`.
+fn raise(action: &str, why: ActionRefusal) -> String {
+    format!("RAISE(ABORT, {})", literal(&why.message(action)))
+}
+
+const ACTION: &str = "lower(NEW.action)";
+
+/// The `CREATE` statements of the two views and the trigger.
+pub fn create_statements(cfg: &Config) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE VIEW {ACTIONS_VIEW} AS SELECT NULL AS run_id, NULL AS action, NULL AS lease, \
+NULL AS step, NULL AS state, NULL AS threshold_ms WHERE 0"
+        ),
+        actions_trigger(cfg),
+        runs_view(cfg),
+    ]
+}
+
+fn actions_trigger(cfg: &Config) -> String {
+    let mut body = vec![argument_checks()];
+    let n = names(cfg);
+    body.push(stamp_update(cfg, &n, "heartbeat"));
+    body.push(no_such_run("heartbeat"));
+    body.push(stamp_update(cfg, &n, "checkpoint"));
+    body.push(no_such_run("checkpoint"));
+    for action in ["resume", "fail", "dismiss"] {
+        body.push(recover_update(cfg, &n, action));
+        body.push(no_such_run(action));
+    }
+    format!(
+        "CREATE TRIGGER run_recovery_act INSTEAD OF INSERT ON {ACTIONS_VIEW}\nBEGIN\n{}\nEND",
+        body.join("\n")
+    )
+}
+
+fn no_such_run(action: &str) -> String {
+    format!(
+        "  SELECT {} WHERE {ACTION} = '{action}' AND changes() = 0;",
+        raise(action, ActionRefusal::NoSuchRun)
+    )
+}
+
+/// Step 1: the arguments, in the order the functions check theirs.
+fn argument_checks() -> String {
+    let known: String = ACTIONS
+        .iter()
+        .map(|a| format!(" WHEN '{a}' THEN 1"))
+        .collect();
+    let id_ok = "CASE typeof(NEW.run_id) WHEN 'text' THEN 1 WHEN 'integer' THEN 1 ELSE 0 END";
+    let lease_ok = "(NEW.lease IS NULL OR (typeof(NEW.lease) = 'integer' AND NEW.lease >= 1))";
+    let step_ok = "(typeof(NEW.step) = 'integer' AND NEW.step >= 0)";
+    let state_ok = "CASE typeof(NEW.state) WHEN 'null' THEN 1 WHEN 'integer' THEN 1 \
+WHEN 'real' THEN abs(NEW.state) < 9e999 WHEN 'text' THEN json_valid(NEW.state) ELSE 0 END";
+    let threshold_ok =
+        "(NEW.threshold_ms IS NULL OR (typeof(NEW.threshold_ms) = 'integer' AND NEW.threshold_ms >= 0))";
+    let mut whens = vec![format!(
+        "WHEN NOT coalesce(CASE {ACTION}{known} ELSE 0 END, 0) THEN RAISE(ABORT, {})",
+        literal(ACTION_UNKNOWN)
+    )];
+    let mut check = |action: &str, ok: &str, why: ActionRefusal| {
+        whens.push(format!(
+            "WHEN {ACTION} = '{action}' AND NOT {ok} THEN {}",
+            raise(action, why)
+        ));
+    };
+    use ActionRefusal::*;
+    check("heartbeat", id_ok, BadRunId);
+    check("heartbeat", lease_ok, BadLease);
+    check("checkpoint", id_ok, BadRunId);
+    check("checkpoint", step_ok, BadStep);
+    check("checkpoint", state_ok, BadState);
+    check("checkpoint", lease_ok, BadLease);
+    for action in ["resume", "fail", "dismiss"] {
+        check(action, id_ok, BadRunId);
+        check(action, threshold_ok, BadThreshold);
+    }
+    format!("  SELECT CASE\n    {}\n  END;", whens.join("\n    "))
+}
+
+/// Step 2 for heartbeat and checkpoint: the row's preconditions in the order
+/// of `run_heartbeat`/`run_checkpoint` (not live, not an object, stale lease,
+/// step behind), then the stamp. The heartbeat never moves backwards.
+fn stamp_update(cfg: &Config, n: &Names, action: &str) -> String {
+    let Names {
+        table,
+        id,
+        status,
+        meta,
+    } = n;
+    use ActionRefusal::*;
+    let hb = int_at(meta, "lastHeartbeat");
+    let mut cases = vec![
+        format!(
+            "WHEN NOT {} THEN {}",
+            live_test(cfg, status),
+            raise(action, NotLive)
+        ),
+        format!(
+            "WHEN NOT {} THEN {}",
+            writable(meta),
+            raise(action, NotObject)
+        ),
+        format!(
+            "WHEN NEW.lease IS NOT NULL AND coalesce({}, 1) <> NEW.lease THEN {}",
+            int_at(meta, "lease"),
+            raise(action, StaleLease)
+        ),
+    ];
+    let mut sets = format!("'$.lastHeartbeat', max({NOW_MS}, coalesce({hb}, 0))");
+    if action == "checkpoint" {
+        cases.push(format!(
+            "WHEN coalesce({}, -1) > NEW.step THEN {}",
+            int_at(meta, "checkpointStep"),
+            raise(action, StepBehind)
+        ));
+        sets.push_str(", '$.checkpointStep', NEW.step, '$.checkpointState', json(NEW.state)");
+    }
+    format!(
+        "  UPDATE {table} SET {meta} = CASE\n    {}\n    ELSE json_set(coalesce({meta}, '{{}}'), {sets})\n  END\n  WHERE {id} = NEW.run_id AND {ACTION} = '{action}';",
+        cases.join("\n    ")
+    )
+}
+
+/// Step 2 for resume, fail and dismiss: [`crate::metadata::decide`] in SQL.
+fn recover_update(cfg: &Config, n: &Names, action: &str) -> String {
+    let Names {
+        table,
+        id,
+        status,
+        meta,
+    } = n;
+    use ActionRefusal::*;
+    let hb = int_at(meta, "lastHeartbeat");
+    let step = int_at(meta, "checkpointStep");
+    let lease = format!("coalesce({}, 1)", int_at(meta, "lease"));
+    let resumes = format!("coalesce({}, 0)", int_at(meta, "resumes"));
+    let last = |key: &str| format!("json_extract({meta}, '$.recoveryLog[#-1].{key}')");
+    // No sign of life since the last recovery (not a dismiss): no newer
+    // heartbeat and no new checkpoint.
+    let recovered = format!(
+        "(coalesce(json_array_length({meta}, '$.recoveryLog'), 0) > 0 \
+AND {} IS NOT 'dismiss' \
+AND coalesce(CAST({} AS INTEGER), -9223372036854775808) >= coalesce({hb}, 0) \
+AND CAST({} AS INTEGER) IS {step})",
+        last("action"),
+        last("at"),
+        last("checkpointStep"),
+    );
+    let terminal = format!(
+        "lower({status}) IN ({})",
+        TERMINAL_STATUSES.map(literal).join(", ")
+    );
+    let threshold = format!("coalesce(NEW.threshold_ms, {})", cfg.stale_after_ms);
+    let mut cases = vec![
+        format!("WHEN NOT {} THEN {}", writable(meta), raise(action, NotObject)),
+        format!(
+            "WHEN NOT {} THEN CASE WHEN {recovered} AND {terminal} THEN {} ELSE {} END",
+            live_test(cfg, status),
+            raise(action, AlreadyRecovered),
+            raise(action, NotLive)
+        ),
+        format!(
+            "WHEN {NOW_MS} - coalesce({hb}, 0) <= {threshold} THEN CASE WHEN {recovered} THEN {} ELSE {} END",
+            raise(action, AlreadyRecovered),
+            raise(action, StillAlive)
+        ),
+    ];
+    let base = format!("coalesce({meta}, '{{}}')");
+    let bumped = format!("{lease} + 1");
+    let (new_meta, new_status, lease_after) = match action {
+        "resume" => {
+            cases.push(format!(
+                "WHEN {resumes} >= {} THEN {}",
+                cfg.max_resumes,
+                raise(action, TooManyResumes)
+            ));
+            cases.push(format!(
+                "WHEN {lease} >= 9223372036854775807 THEN {}",
+                raise(action, LeaseOverflow)
+            ));
+            (
+                format!(
+                    "json_set({base}, '$.lastHeartbeat', max({NOW_MS}, coalesce({hb}, 0)), \
+'$.lease', {bumped}, '$.resumes', {resumes} + 1)"
+                ),
+                status.to_string(),
+                bumped.clone(),
+            )
+        }
+        "fail" => {
+            cases.push(format!(
+                "WHEN {lease} >= 9223372036854775807 THEN {}",
+                raise(action, LeaseOverflow)
+            ));
+            (
+                format!("json_set({base}, '$.lease', {bumped})"),
+                failed_status(cfg, status),
+                bumped.clone(),
+            )
+        }
+        _ => {
+            cases.push(format!(
+                "WHEN CAST(json_extract({meta}, '$.dismissedHeartbeat') AS INTEGER) = coalesce({hb}, 0) THEN {}",
+                raise(action, AlreadyDismissed)
+            ));
+            (
+                format!("json_set({base}, '$.dismissedHeartbeat', coalesce({hb}, 0))"),
+                status.to_string(),
+                lease.clone(),
+            )
+        }
+    };
+    let record = format!(
+        "json_object('action', '{action}', 'at', {NOW_MS}, 'from', {status}, 'to', {new_status}, \
+'lastHeartbeat', {hb}, 'checkpointStep', {step}, 'leaseBefore', {lease}, 'leaseAfter', {lease_after})"
+    );
+    let with_log = format!(
+        "CASE WHEN json_type({meta}, '$.recoveryLog') = 'array' \
+THEN json_insert({new_meta}, '$.recoveryLog[#]', json({record})) \
+ELSE json_set({new_meta}, '$.recoveryLog', json_array(json({record}))) END"
+    );
+    let mut sets = format!(
+        "{meta} = CASE\n    {}\n    ELSE {with_log}\n  END",
+        cases.join("\n    ")
+    );
+    if action == "fail" {
+        sets.push_str(&format!(", {status} = {new_status}"));
+        for col in [&cfg.end_time_column, &cfg.updated_at_column]
+            .into_iter()
+            .flatten()
+        {
+            sets.push_str(&format!(
+                ", {} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                ident(col)
+            ));
+        }
+    }
+    format!("  UPDATE {table} SET {sets}\n  WHERE {id} = NEW.run_id AND {ACTION} = '{action}';")
+}
+
+/// `failed` in the case of the row's status (`RUNNING` → `FAILED`), for each
+/// spelling of a live status; as [`in_case_of`].
+fn failed_status(cfg: &Config, status: &str) -> String {
+    let whens: String = cfg
+        .live_statuses
+        .iter()
+        .flat_map(|s| spellings(s))
+        .map(|s| {
+            format!(
+                " WHEN {} THEN {}",
+                literal(&s),
+                literal(&in_case_of(&s, "failed"))
+            )
+        })
+        .collect();
+    format!("CASE {status}{whens} ELSE {status} END")
+}
+
+/// `run_recovery_runs`: the recovery state of every run. Filtered by `run_id`
+/// it is one primary-key lookup (the inner SELECT is flattened into the
+/// caller's query). Fields of metadata that is not valid JSON are NULL.
+fn runs_view(cfg: &Config) -> String {
+    let Names {
+        table,
+        id,
+        status,
+        meta,
+    } = names(cfg);
+    let name = cfg
+        .name_column
+        .as_deref()
+        .map(ident)
+        .unwrap_or_else(|| "NULL".into());
+    let field = |expr: String| format!("CASE WHEN json_valid({meta}) THEN {expr} END");
+    format!(
+        "CREATE VIEW {RUNS_VIEW} AS
+SELECT run_id, name, status, live, last_heartbeat,
+       {NOW_MS} - last_heartbeat AS age_ms,
+       checkpoint_step, checkpoint_state, lease, resumes,
+       coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
+FROM (SELECT {id} AS run_id, {name} AS name, {status} AS status, {live} AS live,
+             {hb} AS last_heartbeat,
+             {step} AS checkpoint_step,
+             {state} AS checkpoint_state,
+             coalesce({lease}, 1) AS lease,
+             coalesce({resumes}, 0) AS resumes,
+             {dismissed} AS dismissed_at
+      FROM {table})",
+        live = live_test(cfg, &status),
+        hb = field(int_at(&meta, "lastHeartbeat")),
+        step = field(int_at(&meta, "checkpointStep")),
+        state = field(format!("{meta} -> '$.checkpointState'")),
+        lease = field(int_at(&meta, "lease")),
+        resumes = field(int_at(&meta, "resumes")),
+        dismissed = field(int_at(&meta, "dismissedHeartbeat")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_is_a_literal_naming_the_action() {
+        let sql = create_statements(&Config::default()).join("\n");
+        for action in ACTIONS {
+            assert!(
+                sql.contains(&format!("'run_recovery_actions: {action}: no such run'")),
+                "{action}"
+            );
+        }
+        assert!(sql.contains("'run_recovery_actions: resume: too many resumes"));
+        assert!(sql.contains("'run_recovery_actions: heartbeat: stale lease"));
+        assert!(!sql.contains("RAISE(ABORT, '') "));
+    }
+
+    #[test]
+    fn max_resumes_and_threshold_come_from_the_config() {
+        let cfg = Config {
+            max_resumes: 7,
+            stale_after_ms: 1234,
+            ..Config::default()
+        };
+        let sql = actions_trigger(&cfg);
+        assert!(sql.contains(">= 7 THEN RAISE"), "{sql}");
+        assert!(sql.contains("coalesce(NEW.threshold_ms, 1234)"));
+    }
+
+    #[test]
+    fn fail_writes_failed_in_each_spelling() {
+        let sql = failed_status(&Config::default(), "\"status\"");
+        assert!(sql.contains("WHEN 'RUNNING' THEN 'FAILED'"));
+        assert!(sql.contains("WHEN 'Paused' THEN 'Failed'"));
+        assert!(sql.contains("WHEN 'requires_intervention' THEN 'failed'"));
+    }
+}
