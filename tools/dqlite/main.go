@@ -220,11 +220,69 @@ type result struct {
 	Rows  []map[string]interface{} `json:"rows,omitempty"`
 	Error string                   `json:"error,omitempty"`
 	Ms    float64                  `json:"ms"`
+	Busy  int                      `json:"busy_retries,omitempty"`
 }
 
-// runTx runs the statements in one transaction (one statement: no explicit
-// transaction), collecting the rows of those that return rows.
+// busyRetries counts the transactions retried because the leader answered
+// SQLITE_BUSY (reported by pipe).
+var busyRetries int
+
+// isBusy: dqlite does not wait for a lock held by another connection's write
+// transaction on the leader; it answers SQLITE_BUSY ("database is locked")
+// at once. Nothing of the refused transaction was applied.
+func isBusy(err error) bool {
+	var e driver.Error
+	if errors.As(err, &e) {
+		return e.Code&0xff == 5 || e.Code&0xff == 6 // SQLITE_BUSY, SQLITE_LOCKED
+	}
+	return false
+}
+
+// runTx runs the statements in one transaction, retried from the start
+// while the leader answers SQLITE_BUSY (what busy_timeout does for a local
+// file), until the context's deadline.
 func runTx(c context.Context, db *sql.DB, stmts []string) ([]map[string]interface{}, error) {
+	delay := time.Millisecond
+	for {
+		rows, err := runTxOnce(c, db, stmts)
+		if err == nil || !isBusy(err) || c.Err() != nil {
+			return rows, err
+		}
+		busyRetries++
+		select {
+		case <-c.Done():
+			return rows, err
+		case <-time.After(delay):
+		}
+		if delay < 50*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// execRetry: one statement, retried on SQLITE_BUSY like runTx.
+func execRetry(c context.Context, db *sql.DB, stmt string, args ...interface{}) error {
+	delay := time.Millisecond
+	for {
+		_, err := db.ExecContext(c, stmt, args...)
+		if err == nil || !isBusy(err) || c.Err() != nil {
+			return err
+		}
+		busyRetries++
+		select {
+		case <-c.Done():
+			return err
+		case <-time.After(delay):
+		}
+		if delay < 50*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// runTxOnce runs the statements in one transaction (one statement: no
+// explicit transaction), collecting the rows of those that return rows.
+func runTxOnce(c context.Context, db *sql.DB, stmts []string) ([]map[string]interface{}, error) {
 	var rows []map[string]interface{}
 	if len(stmts) == 1 {
 		return runOne(c, db, stmts[0])
@@ -398,8 +456,10 @@ func cmdPipe() error {
 		} else {
 			c, cancel := ctx()
 			t0 := time.Now()
+			before := busyRetries
 			rows, err := runTx(c, db, stmts)
 			res.Ms = msSince(t0)
+			res.Busy = busyRetries - before
 			cancel()
 			if err != nil {
 				res.Error = err.Error()
@@ -461,7 +521,7 @@ func cmdExecutor(args []string) error {
 	if *start {
 		c, cancel := ctx()
 		t0 := nowMs()
-		_, err := db.ExecContext(c, startRunSQL, runID, *name)
+		err := execRetry(c, db, startRunSQL, runID, *name)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("starting run %s: %w", runID, err)
@@ -477,13 +537,13 @@ func cmdExecutor(args []string) error {
 			next := *step + 1
 			state := fmt.Sprintf(`{"step":%d,"by":"executor","pid":%d}`, next, os.Getpid())
 			ev["event"], ev["step"] = "checkpoint", next
-			_, err = db.ExecContext(c, checkpointSQL, runID, *lease, next, state)
+			err = execRetry(c, db, checkpointSQL, runID, *lease, next, state)
 			if err == nil {
 				*step = next
 			}
 		} else {
 			ev["event"] = "heartbeat"
-			_, err = db.ExecContext(c, heartbeatSQL, runID, *lease)
+			err = execRetry(c, db, heartbeatSQL, runID, *lease)
 		}
 		cancel()
 		ev["t0"], ev["t1"], ev["ms"] = t0.UnixMilli(), nowMs(), msSince(t0)
@@ -522,7 +582,7 @@ func cmdBench(args []string) error {
 	for i := 0; i < n; i++ {
 		c, cancel := ctx()
 		t0 := time.Now()
-		_, err := db.ExecContext(c, benchSQL, args[0])
+		err := execRetry(c, db, benchSQL, args[0])
 		cancel()
 		if err != nil {
 			return err
