@@ -1,0 +1,46 @@
+-- Upgrade in place: tests/fixtures/schema-v1.db was made by the release whose
+-- install writes schema_version 1 (triggers and the orphans view, no actions;
+-- see tests/fixtures/schema-v1.sql). Opened as an in-memory copy, so the
+-- fixture itself never changes.
+
+-- 1. With the extension: run_recovery_install() upgrades, keeps the config, changes no run.
+.open --deserialize tests/fixtures/schema-v1.db
+.load dist/run_recovery
+select value from run_recovery_settings where key = 'schema_version';  -- 1
+select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs');  -- 0
+create temp table v1 as select * from protocol_runs;
+select count(*) from temp.v1;  -- 8
+select run_recovery_install() = (select value from run_recovery_settings where key = 'config');  -- 1
+select value from run_recovery_settings where key = 'schema_version';  -- 2
+select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act');  -- 3
+select count(*) from protocol_runs p join temp.v1 o using (accession_id)
+ where p.properties_json is o.properties_json and p.status is o.status and p.end_time is o.end_time
+   and p.updated_at is o.updated_at and p.name is o.name;  -- 8
+-- The runs recovered under v1 read back through the new view.
+select run_id, status, live, lease, resumes, checkpoint_step, dismissed from run_recovery_runs order by run_id;  -- R-UPPER|RUNNING|1|1|0|3|0
+                                                                                                           -- r-bad|running|1|1|0|NULL|0
+                                                                                                           -- r-dismissed|paused|1|1|0|NULL|1
+                                                                                                           -- r-done|completed|0|1|0|NULL|0
+                                                                                                           -- r-failed|Failed|0|2|0|NULL|0
+                                                                                                           -- r-lower|running|1|1|0|NULL|0
+                                                                                                           -- r-queued|queued|0|1|0|NULL|0
+                                                                                                           -- r-resumed|running|1|2|1|2|0
+-- And the actions work on them (the v1 log is extended, not replaced).
+insert into run_recovery_actions (run_id, action) values ('r-resumed', 'resume');
+select lease, resumes from run_recovery_runs where run_id = 'r-resumed';  -- 3|2
+select json_array_length(properties_json, '$.recoveryLog') from protocol_runs where accession_id = 'r-resumed';  -- 2
+insert into run_recovery_actions (run_id, action) values ('r-failed', 'fail');  -- error: run_recovery_actions: fail: run was already recovered by another client since its last heartbeat (19)
+insert into run_recovery_actions (run_id, action, lease) values ('R-UPPER', 'heartbeat', 1);
+select run_heartbeat('r-lower', 1) > 0;  -- 1
+
+-- 2. Without the extension: applying the new sql/install.sql upgrades as well.
+.open --deserialize tests/fixtures/schema-v1.db
+create temp table v1 as select * from protocol_runs;
+.read sql/install.sql
+select value from run_recovery_settings where key = 'schema_version';  -- 2
+select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act');  -- 3
+select count(*) from protocol_runs p join temp.v1 o using (accession_id)
+ where p.properties_json is o.properties_json and p.status is o.status and p.end_time is o.end_time
+   and p.updated_at is o.updated_at and p.name is o.name;  -- 8
+insert into run_recovery_actions (run_id, action, threshold_ms) values ('R-UPPER', 'fail', 1000);
+select r.status, lease, end_time is not null from run_recovery_runs r join protocol_runs on accession_id = run_id where run_id = 'R-UPPER';  -- FAILED|2|1
