@@ -93,7 +93,13 @@ function run(db, sql, bind, runId) {
   } catch (e) {
     throw refusalOf(e, runId) ?? e;
   } finally {
-    st.reset(true);
+    // sqlite3_reset() repeats the step's error code, and oo1's reset() throws it:
+    // the statement is reset all the same; the step's error is the one to report.
+    try {
+      st.reset(true);
+    } catch {
+      /* reported above */
+    }
   }
   return rows;
 }
@@ -240,7 +246,7 @@ function orphansSql(db) {
   sql = `SELECT run_id, name, status, live, last_heartbeat, age_ms, checkpoint_step, checkpoint_state, lease, resumes, dismissed
   FROM run_recovery_runs
   WHERE status IN (${quoted})
-    AND age_ms > coalesce(?1, ${Number(cfg.stale_after_ms)})
+    AND coalesce(last_heartbeat, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - coalesce(?1, ${Number(cfg.stale_after_ms)})
     AND (?2 OR NOT dismissed)
   ORDER BY coalesce(last_heartbeat, 0), run_id`;
   orphanSqlByDb.set(db, sql);

@@ -1,0 +1,161 @@
+// What the browser tests share: the example's server, and Debian's chromium on
+// a persistent profile, started by us (so we hold its pid and can SIGKILL it)
+// and driven by playwright-core over CDP. Everything started here is stopped
+// by stopAll(), which the tests call in after() hooks, also on failure.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer } from '../../examples/web/server.mjs';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const TARGET = path.join(ROOT, 'target', 'browser');
+
+const started = []; // cleanups, newest first
+
+export function onStop(fn) {
+  started.unshift(fn);
+}
+
+export async function stopAll() {
+  while (started.length) {
+    const fn = started.shift();
+    try {
+      await fn();
+    } catch (e) {
+      console.error('cleanup:', e.message);
+    }
+  }
+}
+
+/** The example's server on a free port, for the whole test file (OPFS origin = host + port). */
+export async function server() {
+  const s = await startServer({ port: 0 });
+  onStop(() => new Promise((resolve) => { s.server.closeAllConnections?.(); s.server.close(resolve); }));
+  return s;
+}
+
+export function profileDir(name) {
+  fs.mkdirSync(TARGET, { recursive: true });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `run-recovery-${name}-`));
+  onStop(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * Launches chromium (headless) on `profile` in its own process group and
+ * connects playwright to it. Returns { browser, context, pid, kill(signal) }.
+ */
+export async function launch(profile) {
+  const args = [
+    '--headless',
+    '--no-sandbox',
+    `--user-data-dir=${profile}`,
+    '--remote-debugging-port=0',
+    '--no-first-run',
+    '--no-default-browser-check',
+    '--disable-extensions',
+    '--disable-component-update',
+    '--disable-background-networking',
+    '--disable-sync',
+    '--password-store=basic',
+    '--use-mock-keychain',
+    '--window-size=1100,800',
+    'about:blank',
+  ];
+  const proc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+  let exited = false;
+  proc.on('exit', () => (exited = true));
+  const killGroup = (signal) => {
+    try {
+      process.kill(-proc.pid, signal);
+    } catch {
+      /* already gone */
+    }
+  };
+  onStop(async () => {
+    killGroup('SIGKILL');
+    if (!exited) await new Promise((r) => { proc.once('exit', r); setTimeout(r, 5000); });
+  });
+  const ws = await new Promise((resolve, reject) => {
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`chromium did not start within 30 s:\n${err}`)), 30000);
+    proc.stderr.on('data', (d) => {
+      err += d;
+      const m = /DevTools listening on (ws:\/\/\S+)/.exec(err);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    proc.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`chromium exited (${code ?? sig}) before it listened:\n${err}`));
+    });
+  });
+  proc.stderr.resume();
+  const browser = await chromium.connectOverCDP(ws);
+  const context = browser.contexts()[0];
+  return {
+    browser,
+    context,
+    pid: proc.pid,
+    get exited() {
+      return exited;
+    },
+    /** SIGKILL the browser process itself (a crash), then reap what is left of its group. */
+    async crash() {
+      process.kill(proc.pid, 'SIGKILL');
+      if (!exited) await new Promise((r) => proc.once('exit', r));
+      await browser.close().catch(() => {});
+      killGroup('SIGKILL');
+    },
+    async close() {
+      await browser.close().catch(() => {});
+      killGroup('SIGTERM');
+      if (!exited) await new Promise((r) => { proc.once('exit', r); setTimeout(r, 5000); });
+      killGroup('SIGKILL');
+    },
+  };
+}
+
+/** Waits until `fn()` is truthy (polls); fails with `what` after `timeoutMs`. */
+export async function waitFor(what, fn, { timeoutMs = 20000, everyMs = 100 } = {}) {
+  const until = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last?.message ?? JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Runs SQL in the page's database worker (the example's window.runRecoveryExample.query). */
+export function query(page, sql, bind = []) {
+  return page.evaluate(([s, b]) => window.runRecoveryExample.query(s, b), [sql, bind]);
+}
+
+/** Opens the example in a new page and waits until it scanned for orphans. */
+export async function openExample(context, url, params = {}) {
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') console.error(`[page ${page.url().split('?')[1] ?? ''}] ${m.text()}`);
+  });
+  page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
+  const q = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
+  await page.goto(`${url}?${q}`);
+  await page.waitForFunction(() => document.body.dataset.scanned === '1' || document.body.dataset.state === 'locked' || document.body.dataset.state === 'error', null, { timeout: 30000 });
+  return page;
+}
+
+export function dialogOf(page) {
+  return page.getByRole('dialog', { name: 'A protocol run was interrupted' });
+}
