@@ -212,9 +212,11 @@ class Pipe:
 
 
 class Cluster:
-    def __init__(self, tool, tmp, n=3):
+    def __init__(self, tool, tmp, n=3, name="cluster", env=None):
         self.tool = tool
         self.tmp = tmp
+        self.name = name
+        self.env = env or {}  # node index -> extra environment (a skewed clock)
         ports = free_ports(2 * n)
         self.nodes = [{"i": i, "db": f"127.0.0.1:{ports[2 * i]}", "api": f"127.0.0.1:{ports[2 * i + 1]}",
                        "proc": None} for i in range(n)]
@@ -224,12 +226,25 @@ class Cluster:
 
     def start_node(self, i):
         node = self.nodes[i]
-        args = ["dqlite-demo", "--db", node["db"], "--api", node["api"], "-D", os.path.join(self.tmp, "data")]
+        args = ["dqlite-demo", "--db", node["db"], "--api", node["api"], "-D", os.path.join(self.tmp, self.name)]
         if i > 0:
             args += ["-j", self.nodes[0]["db"]]
-        log = open(os.path.join(self.tmp, f"node{i}.log"), "a")
-        node["proc"] = spawn(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log = open(os.path.join(self.tmp, f"{self.name}-node{i}.log"), "a")
+        env = dict(os.environ, **self.env.get(i, {}))
+        node["proc"] = spawn(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
+
+    def stop(self):
+        for n in self.nodes:
+            if n["proc"] and n["proc"].poll() is None:
+                n["proc"].terminate()
+        for n in self.nodes:
+            if n["proc"]:
+                try:
+                    n["proc"].wait(5)
+                except subprocess.TimeoutExpired:
+                    n["proc"].kill()
+                    n["proc"].wait()
 
     def start(self):
         self.start_node(0)
@@ -473,15 +488,114 @@ def scenario(tool, tmp, bench_n):
     for r in racers:
         r.p.stdin.close()
 
-    # -- figures -----------------------------------------------------------------------------
+    # -- figures (all three nodes up) -------------------------------------------------------
     tool.run(c.addrs(), "exec", "INSERT INTO protocol_runs (accession_id, status, top_level_protocol_definition_accession_id) "
                                 "VALUES ('bench-1', 'RUNNING', 'def-1')")
     bench = json.loads(tool.run(c.addrs(), "bench", "bench-1", str(bench_n), timeout=300).stdout)
+
+    # -- a minority cannot write ------------------------------------------------------------
+    leader = c.leader()
+    li = c.index_of(leader)
+    alone = next(i for i in range(3) if i != li)
+    others = [i for i in range(3) if i != alone]
+    print(f"minority: SIGKILL nodes {others} (the leader among them); node {alone} is left alone")
+    count_sql = "SELECT count(*) FROM protocol_runs"
+    (n_before,), = c.dump_rows(alone, count_sql)[0]
+    for i in others:
+        c.kill(i)
+    r = tool.run(c.addrs(alone), "-timeout", "3s", "exec",
+                 "INSERT INTO protocol_runs (accession_id, status, top_level_protocol_definition_accession_id) "
+                 "VALUES ('minority-write', 'RUNNING', 'def-1')", check_ok=False)
+    check(r.returncode != 0, "a write through the node left alone is refused: " + r.stderr.strip().split(": ")[-1])
+    rows, integrity = c.dump_rows(alone, count_sql)
+    check(rows == [(n_before,)] and integrity == [("ok",)], f"node {alone} still holds its {n_before} runs, integrity ok")
+    for i in others:
+        c.start_node(i)
+    wait_for("a leader again", lambda: c.leader(), timeout=30, interval=0.2)
+    rows = tool.rows(c.addrs(), "SELECT count(*) AS n, sum(accession_id = 'minority-write') AS m FROM protocol_runs")
+    check(rows == [{"n": n_before, "m": 0}], f"majority back: all {n_before} runs there, the refused write absent")
+    tool.run(c.addrs(), "exec", "INSERT INTO run_recovery_actions (run_id, action) VALUES ('bench-1', 'heartbeat')")
+    check(True, "writes accepted again")
+    c.stop()
     local = local_latency(tmp, bench_n)
     figures["cluster"] = (bench["p50_ms"], bench["p99_ms"])
     figures["local"] = local
     figures["sqlite"] = sqlite_version
     return figures
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def skew(tool, tmp, skew_ms=3000, threshold_ms=1000):
+    """The clock argument of docs/distributed.md, measured: one node's clock runs
+    skew_ms ahead (libfaketime on that dqlite-demo: SQLite's julianday('now') reads
+    it; Raft's timers use the monotonic clock and are unaffected)."""
+    print(f"clock skew: node 2's clock is {skew_ms} ms ahead (libfaketime), threshold {threshold_ms} ms")
+    fake = {2: {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": f"+{skew_ms / 1000:g}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                "FAKETIME_NO_CACHE": "1"}}
+    c = Cluster(tool, tmp, name="skewed", env=fake)
+    c.start()
+    tool.run(c.addrs(), "install", os.path.join(ROOT, "sql", "protocol_runs.sql"))
+    tool.run(c.addrs(), "install", os.path.join(ROOT, "sql", "install.sql"))
+    fast, good = c.nodes[2]["db"], c.nodes[0]["db"]
+    clock_sql = "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms"
+
+    def lead(addr):
+        if c.leader() != addr:
+            tool.run(c.addrs(), "transfer", addr)
+        wait_for(f"{addr} to lead", lambda: c.leader() == addr, timeout=15)
+
+    def offset():
+        t0 = now_ms()
+        db_now = tool.rows(c.addrs(), clock_sql)[0]["now_ms"]
+        return db_now - (t0 + now_ms()) // 2
+
+    lead(good)
+    off_good = offset()
+    ins = ("INSERT INTO protocol_runs (accession_id, name, status, top_level_protocol_definition_accession_id) "
+           "VALUES ('{0}', 'skew', 'RUNNING', 'def-1')")
+    # 1. A leader whose clock is ahead: a live run looks old.
+    tool.run(c.addrs(), "exec", ins.format("skew-live"))
+    e = spawn([tool.path, "-c", ",".join(c.addrs()), "executor", "-interval", "200ms", "-checkpoint-every", "5", "skew-live"],
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    e_out = Lines(e.stdout)
+    wait_for("the executor's first writes", lambda: len(events(e_out, ok=True)) >= 2)
+    lead(fast)
+    off_fast = offset()
+    print(f"  SQL clock on the leader vs this machine: node 0 {off_good:+d} ms, node 2 {off_fast:+d} ms")
+    check(abs(off_fast - skew_ms) < 500 and abs(off_good) < 500, "node 2's SQL clock is skewed, node 0's is not")
+    b = Pipe(tool, c.addrs(1), "machine B")
+    row = wait_for("the live run to look stale", lambda: b.ok(
+        f"SELECT age_ms FROM run_recovery_runs WHERE run_id = 'skew-live' AND live AND age_ms > {threshold_ms}"), timeout=10)[0]
+    alive = e.poll() is None and events(e_out, ok=False) == []
+    check(alive, f"under the fast leader a live run (heartbeat every 200 ms) reads age_ms {row['age_ms']}: "
+                 f"a false orphan at threshold {threshold_ms}")
+    b.ok(f"INSERT INTO run_recovery_actions (run_id, action, threshold_ms) VALUES ('skew-live', 'resume', {threshold_ms})")
+    e.wait(10)
+    refused = events(e_out, ok=False)
+    check(e.returncode != 0 and refused and "stale lease" in refused[-1]["error"],
+          "it can be resumed, and the live executor is then fenced off on its next write (stale lease), not overwritten")
+    # 2. A heartbeat stamped by the fast leader, then leadership moves back.
+    tool.run(c.addrs(), "exec", ins.format("skew-future"))
+    lead(good)
+    hb0 = b.ok("SELECT last_heartbeat, age_ms FROM run_recovery_runs WHERE run_id = 'skew-future'")[0]
+    b.ok("INSERT INTO run_recovery_actions (run_id, action) VALUES ('skew-future', 'heartbeat')")
+    hb1 = b.ok("SELECT last_heartbeat, age_ms FROM run_recovery_runs WHERE run_id = 'skew-future'")[0]
+    check(hb0["age_ms"] < 0 and hb1["last_heartbeat"] == hb0["last_heartbeat"],
+          f"back on the good clock, the stamp is in the future (age_ms {hb0['age_ms']}) and a heartbeat "
+          "does not move it back (lastHeartbeat never moves backwards)")
+    t_dead = now_ms()  # the executor of skew-future dies now
+    wait_for("skew-future to become an orphan", lambda: b.ok(
+        f"SELECT 1 FROM run_recovery_runs WHERE run_id = 'skew-future' AND live AND age_ms > {threshold_ms}"),
+        timeout=(skew_ms + threshold_ms) / 1000 + 10)
+    late = now_ms() - t_dead
+    check(late >= skew_ms + threshold_ms - 300,
+          f"its orphan shows {late} ms after the last heartbeat: threshold + skew, not the threshold")
+    b.p.stdin.close()
+    c.stop()
+    return {"fast_leader_age_ms": row["age_ms"], "future_stamp_delay_ms": late, "skew_ms": skew_ms,
+            "threshold_ms": threshold_ms}
 
 
 def main():
@@ -490,8 +604,9 @@ def main():
     ap.add_argument("--bench", type=int, default=200, help="heartbeats measured for the latency figures")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (node logs)")
     args = ap.parse_args()
-    if not shutil.which("dqlite-demo"):
-        print("test-dqlite: dqlite-demo not found (apt-get install go-dqlite; see .ci/install.d/dqlite.sh)", file=sys.stderr)
+    if not shutil.which("dqlite-demo") or not os.path.exists(FAKETIME_LIB):
+        print("test-dqlite: needs dqlite-demo (go-dqlite) and libfaketime (faketime): run .ci/install.d/dqlite.sh",
+              file=sys.stderr)
         return 1
     tool = Tool(os.path.abspath(args.tool))
     tmp = tempfile.mkdtemp(prefix="run-recovery-dqlite-")
@@ -501,6 +616,7 @@ def main():
     ok = False
     try:
         f = scenario(tool, tmp, args.bench)
+        f["skew"] = skew(tool, tmp)
         ok = True
     except Failure as e:
         print(f"\nFAIL: {e}", file=sys.stderr)
@@ -530,6 +646,10 @@ def main():
     print(f"  executor SIGKILL -> orphan found on another node: {f['death_to_orphan_ms']} ms "
           f"(threshold {THRESHOLD_MS} ms; A's last write was {f['last_write_before_death_ms']} ms before its death; "
           "B polls every 25 ms)")
+    k = f["skew"]
+    print(f"  node clock {k['skew_ms']} ms ahead, threshold {k['threshold_ms']} ms: a live run read age_ms "
+          f"{k['fast_leader_age_ms']} under that leader; a heartbeat it stamped delayed orphan detection to "
+          f"{k['future_stamp_delay_ms']} ms")
     print(f"test-dqlite: all passed in {time.monotonic() - t0:.1f}s, every process stopped")
     return 0
 
