@@ -19,15 +19,19 @@ stress-race:
 	  $(STRESS_CARGO_TEST) --test reliability_race -- --ignored --exact race_resume_full --nocapture
 	RUN_RECOVERY_RACE_PROCS=16 RUN_RECOVERY_RACE_ROUNDS=1000 \
 	  $(STRESS_CARGO_TEST) --test reliability_race -- --ignored --exact race_resume_full_through_orphaned_runs --nocapture
+	RUN_RECOVERY_RACE_PROCS=16 RUN_RECOVERY_RACE_ROUNDS=1000 \
+	  $(STRESS_CARGO_TEST) --test reliability_race -- --ignored --exact race_resume_full_through_actions --nocapture
 
 # 200 SIGKILLs of a worker during heartbeats, checkpoints and transactions.
 stress-crash:
 	RUN_RECOVERY_KILLS=200 \
 	  $(STRESS_CARGO_TEST) --test reliability_crash -- --ignored --exact crash_loop_full --nocapture
 
-# 5,000 random sequences of heartbeats, checkpoints, status changes, app writes and recoveries.
+# 5,000 random sequences of heartbeats, checkpoints, status changes, app writes and recoveries;
+# 5,000 more through both the functions and run_recovery_actions (the differential test).
 stress-prop:
 	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test prop_recovery -- --nocapture
+	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test prop_actions -- --nocapture
 
 # 20,000 calls with arbitrary SQL values and arbitrary row contents.
 stress-fuzz:

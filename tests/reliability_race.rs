@@ -25,12 +25,24 @@ fn race_worker() {
     };
     // "race": SELECT recover_run(id, 'resume');
     // "race-tvf": SELECT recover_run(run_id, 'resume') FROM orphaned_runs.
+    // "race-actions": no extension; INSERT INTO run_recovery_actions, then
+    // the new lease from run_recovery_runs, in one transaction.
     let sql = match mode.as_str() {
         "race" => "SELECT recover_run(?1, 'resume')",
         "race-tvf" => "SELECT recover_run(run_id, 'resume') FROM orphaned_runs WHERE run_id = ?1",
+        "race-actions" => {
+            "SELECT json_object('lease', lease) FROM run_recovery_runs WHERE run_id = ?1"
+        }
         other => panic!("unknown worker mode {other}"),
     };
-    let conn = open(Path::new(&args[0]));
+    let actions = mode == "race-actions";
+    let conn = if actions {
+        let c = open_plain(Path::new(&args[0]));
+        c.pragma_update(None, "journal_mode", "wal").unwrap();
+        c
+    } else {
+        open(Path::new(&args[0]))
+    };
     let id = &args[1];
     let mut out = std::io::stdout().lock();
     writeln!(out, "@@ready").unwrap();
@@ -40,7 +52,20 @@ fn race_worker() {
         let Some(round) = line.strip_prefix("go ") else {
             break;
         };
-        let r = conn.query_row(sql, [id], |r| r.get::<_, String>(0));
+        let r = if actions {
+            conn.execute_batch("BEGIN").unwrap();
+            let r = conn
+                .execute(
+                    "INSERT INTO run_recovery_actions (run_id, action) VALUES (?1, 'resume')",
+                    [id],
+                )
+                .and_then(|_| conn.query_row(sql, [id], |r| r.get::<_, String>(0)));
+            conn.execute_batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })
+                .unwrap();
+            r
+        } else {
+            conn.query_row(sql, [id], |r| r.get::<_, String>(0))
+        };
         match r {
             Err(rusqlite::Error::QueryReturnedNoRows) => writeln!(out, "@@ {round} NONE").unwrap(),
             Ok(json) => {
@@ -134,10 +159,15 @@ fn race(mode: &str, procs: usize, rounds: u64) -> Figures {
                 let snapshot = mode == "race-tvf"
                     && msg.contains("reads from an older snapshot")
                     && msg.contains("probably already recovered");
+                let action_lost = mode == "race-actions"
+                    && msg.starts_with(
+                        "run_recovery_actions: resume: run was already recovered by another client",
+                    );
                 assert!(
-                    msg.starts_with("recover_run: ")
-                        && (msg.contains("was already recovered by another client (resume")
-                            || snapshot),
+                    action_lost
+                        || msg.starts_with("recover_run: ")
+                            && (msg.contains("was already recovered by another client (resume")
+                                || snapshot),
                     "round {round}: a loser was told something else: {msg}"
                 );
                 figures.loser_errors += 1;
@@ -207,6 +237,25 @@ fn race_resume_through_orphaned_runs() {
     let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 60);
     let f = race("race-tvf", procs, rounds);
     report("race-tvf", procs, rounds, &f);
+}
+
+/// Clients without the extension (the browser, a dqlite node) race through
+/// the pure-SQL actions: the same guarantee.
+#[test]
+fn race_resume_through_actions() {
+    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 6) as usize;
+    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 60);
+    let f = race("race-actions", procs, rounds);
+    report("race-actions", procs, rounds, &f);
+}
+
+#[test]
+#[ignore = "stress: 16 processes x 1,000 rounds through run_recovery_actions; run by `make test-stress`"]
+fn race_resume_full_through_actions() {
+    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 16) as usize;
+    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 1000);
+    let f = race("race-actions", procs, rounds);
+    report("race-actions", procs, rounds, &f);
 }
 
 #[test]
