@@ -9,9 +9,15 @@ CLIENTS_VENV := $(CLIENTS_DIR)/venv
 # Node headers for node-gyp, offline: the nodejs package's own /usr/include/node.
 NODE_GYP_ENV := npm_config_nodedir=/usr npm_config_build_from_source=true npm_config_python=$(PYTHON)
 
-.PHONY: test-python test-node test-wasm python-package node-package
+.PHONY: test-python test-python-plain test-node test-wasm python-package node-package
 
-TEST_TARGETS += test-python test-node test-wasm
+TEST_TARGETS += test-python test-python-plain test-node test-wasm
+
+# A Python that cannot load extensions at all (the python3 first on PATH on
+# this machine kind: pyenv's CPython): the pure-SQL actions, standard library only.
+PLAIN_PYTHON ?= python3
+test-python-plain:
+	REQUIRE_NO_LOAD=1 $(PLAIN_PYTHON) tests/python_plain/test_actions.py
 
 # bindings/python installed (not edited in place) into a venv of Debian's
 # Python, offline, with Debian's setuptools; its tests run with that venv.

@@ -22,7 +22,7 @@ const ROOT = path.resolve(HERE, '..', '..');
 const LOADABLE = process.env.RUN_RECOVERY_LOADABLE || path.join(ROOT, 'dist', 'run_recovery.so');
 const SQLITE3 = process.env.SQLITE3 || 'sqlite3';
 
-// The host schema of ../shared/spec.md, shared by every test.
+// The spec's host schema (sql/protocol_runs.sql), shared by every test.
 const SCHEMA = fs.readFileSync(path.join(ROOT, 'sql', 'protocol_runs.sql'), 'utf8');
 
 const RESUMED = 'a'.repeat(32); // died, then resumed (lease 2)
@@ -202,6 +202,7 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
     db.exec(installSql);
     const triggers = db.selectValues("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name");
     assert.deepEqual(triggers, [
+      'run_recovery_act',
       'run_recovery_lease_guard',
       'run_recovery_merge_back',
       'run_recovery_stamp_insert',
@@ -224,6 +225,91 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
     // Applying the script again is harmless (idempotent).
     db.exec(installSql);
     assert.equal(meta(db, RESUMED).note, 'plate re-seated');
+    assert.equal(db.selectValue('PRAGMA integrity_check'), 'ok');
+  } finally {
+    db.close();
+  }
+});
+
+// Every action through run_recovery_actions, no extension: the browser app's
+// whole recovery story in SQLite WASM.
+test('the whole recovery scenario through run_recovery_actions', () => {
+  const installSql = fs.readFileSync(path.join(ROOT, 'sql', 'install.sql'), 'utf8');
+  const db = new sqlite3.oo1.DB(':memory:');
+  const act = (runId, action, extra = {}) =>
+    db.exec({
+      sql: 'INSERT INTO run_recovery_actions (run_id, action, lease, step, state, threshold_ms) VALUES (?, ?, ?, ?, ?, ?)',
+      bind: [runId, action, extra.lease ?? null, extra.step ?? null, extra.state ?? null, extra.thresholdMs ?? null],
+    });
+  const run = (id) => db.selectObject('SELECT * FROM run_recovery_runs WHERE run_id = ?', [id]);
+  const backdate = (id, ms) =>
+    db.exec({
+      sql: "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', (properties_json ->> '$.lastHeartbeat') - ?) WHERE accession_id = ?",
+      bind: [ms, id],
+    });
+  try {
+    assertNoExtension(db);
+    db.exec(SCHEMA);
+    db.exec(installSql);
+    const A = 'a1'.repeat(16);
+    const B = 'b2'.repeat(16);
+    const C = 'c3'.repeat(16);
+    // Start: three runs go live (UPPERCASE database); the trigger gives each lease 1.
+    for (const id of [A, B, C]) insert(db, id, 'RUNNING', { operator: 'ana' });
+    assert.equal(run(A).lease, 1);
+    assert.equal(run(A).live, 1);
+    // Heartbeat and checkpoint, fenced with the lease.
+    act(A, 'heartbeat', { lease: 1 });
+    act(A, 'checkpoint', { lease: 1, step: 3, state: JSON.stringify({ plate: 'P1', well: 'C4' }) });
+    assert.equal(run(A).checkpoint_step, 3);
+    assert.throws(() => act(A, 'checkpoint', { lease: 1, step: 2, state: '{}' }), /run_recovery_actions: checkpoint: step is behind the committed checkpoint/);
+    // Alive: nobody may take it.
+    assert.throws(() => act(A, 'resume'), /run_recovery_actions: resume: run is still alive/);
+    // The tab closes: the heartbeat goes stale; the orphan is listed with its checkpoint.
+    for (const id of [A, B, C]) backdate(id, 45000);
+    assert.deepEqual(orphans(db).sort(), [A, B, C].sort());
+    // Resume: the outcome is read in the same transaction.
+    db.exec('BEGIN');
+    act(A, 'resume');
+    const resumed = run(A);
+    db.exec('COMMIT');
+    assert.equal(resumed.lease, 2);
+    assert.equal(resumed.resumes, 1);
+    assert.equal(resumed.checkpoint_step, 3);
+    assert.deepEqual(JSON.parse(resumed.checkpoint_state), { plate: 'P1', well: 'C4' });
+    assert.ok(resumed.age_ms >= 0 && resumed.age_ms < 5000, `age_ms ${resumed.age_ms}`);
+    // The old executor (lease 1) is refused, by the actions and by the lease guard.
+    assert.throws(() => act(A, 'heartbeat', { lease: 1 }), /run_recovery_actions: heartbeat: stale lease/);
+    assert.throws(() => act(A, 'checkpoint', { lease: 1, step: 4 }), /run_recovery_actions: checkpoint: stale lease/);
+    assert.throws(
+      () => db.exec({ sql: "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', 1) WHERE accession_id = ?", bind: [A] }),
+      /run_recovery_lease_guard: stale write refused/,
+    );
+    // The new executor carries on to the end.
+    act(A, 'checkpoint', { lease: 2, step: 4, state: '{"plate":"P1","well":"D1"}' });
+    db.exec({ sql: "UPDATE protocol_runs SET status = 'COMPLETED' WHERE accession_id = ?", bind: [A] });
+    assert.equal(run(A).live, 0);
+    // Fail: FAILED in the row's case, end_time set, lease bumped.
+    act(B, 'fail');
+    const failed = db.selectObject('SELECT status, end_time, properties_json FROM protocol_runs WHERE accession_id = ?', [B]);
+    assert.equal(failed.status, 'FAILED');
+    assert.match(failed.end_time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.equal(JSON.parse(failed.properties_json).lease, 2);
+    assert.equal(JSON.parse(failed.properties_json).operator, 'ana');
+    // Dismiss: hidden until it heartbeats again.
+    act(C, 'dismiss');
+    assert.deepEqual(orphans(db), []);
+    assert.equal(run(C).dismissed, 1);
+    act(C, 'heartbeat', { lease: 1 });
+    assert.equal(run(C).dismissed, 0);
+    // Refusals change nothing.
+    const before = db.selectValues('SELECT properties_json FROM protocol_runs ORDER BY accession_id');
+    assert.throws(() => act(C, 'explode'), /run_recovery_actions: unknown action/);
+    assert.throws(() => act('nope', 'resume'), /run_recovery_actions: resume: no such run/);
+    assert.throws(() => act(B, 'heartbeat'), /run_recovery_actions: heartbeat: run is not live/);
+    assert.deepEqual(db.selectValues('SELECT properties_json FROM protocol_runs ORDER BY accession_id'), before);
+    const log = JSON.parse(db.selectValue('SELECT properties_json FROM protocol_runs WHERE accession_id = ?', [A])).recoveryLog;
+    assert.deepEqual(log.map((r) => [r.action, r.from, r.to, r.leaseBefore, r.leaseAfter]), [['resume', 'RUNNING', 'RUNNING', 1, 2]]);
     assert.equal(db.selectValue('PRAGMA integrity_check'), 'ok');
   } finally {
     db.close();
