@@ -19,7 +19,10 @@ Every ```sql block runs, in the order of the page, in ONE sqlite3 session on a
 fresh database FILE (so examples may build on earlier ones, and features that
 need a file database work). A block whose info string says `no-run`
 (```` ```sql no-run ````) is shown but not executed; its function still needs
-its section. `--self-test` runs the checker on the fixtures in
+its section. Blocks fenced as ```` ```sql without-extension ```` run in a
+second session of their own, in order, on another fresh database file with
+NO library loaded (what a client that cannot load the extension sees).
+`--self-test` runs the checker on the fixtures in
 scripts/docs-check-fixtures/, each of which must be rejected.
 """
 
@@ -37,17 +40,18 @@ FIXTURES = os.path.join(ROOT, "scripts", "docs-check-fixtures")
 
 
 def sql_blocks(text):
-    """(first line number, sql text) of each executable ```sql block."""
-    blocks, inside, start, body, run = [], False, 0, [], False
+    """(first line number, sql text, without extension?) of each executable ```sql block."""
+    blocks, inside, start, body, run, plain = [], False, 0, [], False, False
     for n, line in enumerate(text.splitlines(), 1):
         m = FENCE.match(line)
         if not inside and m:
             inside, start, body = True, n + 1, []
             run = m.group(1) == "sql" and "no-run" not in m.group(2).split()
+            plain = "without-extension" in m.group(2).split()
         elif inside and line.startswith("```"):
             inside = False
             if run:
-                blocks.append((start, "\n".join(body)))
+                blocks.append((start, "\n".join(body), plain))
         elif inside:
             body.append(line)
     return blocks
@@ -57,16 +61,22 @@ def check(doc, sqlite3_bin, library, sections=True):
     """The list of problems in `doc` (empty when it is right), and the number of checked examples."""
     with open(doc, encoding="utf-8") as f:
         text = f.read()
-    problems, cases = [], []
-    for start, body in sql_blocks(text):
+    problems, cases, plain_cases = [], [], []
+    for start, body, plain in sql_blocks(text):
         try:
-            cases += sqltest.parse(body, os.path.relpath(doc, ROOT), start)
+            parsed = sqltest.parse(body, os.path.relpath(doc, ROOT), start)
         except SyntaxError as e:
             problems.append(f"FAIL {e}")
+            continue
+        (plain_cases if plain else cases).extend(parsed)
     with tempfile.TemporaryDirectory() as tmp:
-        problem = sqltest.run(cases, sqlite3_bin, library, os.path.join(tmp, "docs.db"))
-    if problem:
-        problems.append(f"FAIL {doc}: {problem}")
+        for group, lib, name in [(cases, library, "docs.db"), (plain_cases, None, "plain.db")]:
+            if not group:
+                continue
+            problem = sqltest.run(group, sqlite3_bin, lib, os.path.join(tmp, name))
+            if problem:
+                problems.append(f"FAIL {doc}: {problem}")
+    cases += plain_cases
     problems += sqltest.failures(cases)
     headings = [l for l in text.splitlines() if re.match(r"^#{1,6}\s", l)]
     for name in sqltest.registered(sqlite3_bin, library) if sections else []:
