@@ -17,14 +17,13 @@ scenario through the pure-SQL actions (INSERT INTO run_recovery_actions):
   rounds, exactly one wins each round. Prints the figures (not asserted).
 
 Every process it starts is stopped at the end, also on failure (and dies with
-this script even if the script is killed: PR_SET_PDEATHSIG).
+this script even if the script is killed: PR_SET_PDEATHSIG through setpriv).
 
     python3 tests/dqlite/test_cluster.py --tool target/dqlite/bin/run-recovery-dqlite
 """
 
 import argparse
 import atexit
-import ctypes
 import json
 import os
 import queue
@@ -44,11 +43,9 @@ RACE_THRESHOLD_MS = 300
 INTERVAL_MS = 100            # executor A: one write every 100 ms, every 3rd a checkpoint
 
 PROCS = []                   # every process this script started, stopped in cleanup()
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent():
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphaned nodes if we are killed
+# Children die with this script even if it is SIGKILLed (PR_SET_PDEATHSIG, set by
+# util-linux's setpriv before it execs the command; not preexec_fn: we have threads).
+DEATHSIG = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
 
 
 class Failure(Exception):
@@ -81,7 +78,7 @@ def wait_for(what, fn, timeout=20.0, interval=0.05):
 
 
 def spawn(args, **kw):
-    p = subprocess.Popen(args, preexec_fn=_die_with_parent, **kw)
+    p = subprocess.Popen(DEATHSIG + list(args), **kw)
     PROCS.append(p)
     return p
 
@@ -130,8 +127,8 @@ class Tool:
         self.path = path
 
     def run(self, cluster, *args, check_ok=True, timeout=30):
-        r = subprocess.run([self.path, "-c", ",".join(cluster), *args], capture_output=True, text=True,
-                           timeout=timeout, preexec_fn=_die_with_parent)
+        r = subprocess.run(DEATHSIG + [self.path, "-c", ",".join(cluster), *args], capture_output=True, text=True,
+                           timeout=timeout)
         if check_ok and r.returncode != 0:
             raise Failure(f"run-recovery-dqlite {' '.join(args)[:120]} failed: {r.stderr.strip()}")
         return r
@@ -260,8 +257,8 @@ class Cluster:
         wait_for("three voters", voters, timeout=30, interval=0.1)
 
     def leader(self, cluster=None):
-        r = subprocess.run([self.tool.path, "-c", ",".join(cluster or self.addrs()), "-timeout", "2s", "leader"],
-                           capture_output=True, text=True, timeout=10, preexec_fn=_die_with_parent)
+        r = subprocess.run(DEATHSIG + [self.tool.path, "-c", ",".join(cluster or self.addrs()), "-timeout", "2s", "leader"],
+                           capture_output=True, text=True, timeout=10)
         return r.stdout.strip() if r.returncode == 0 else None
 
     def index_of(self, addr):
