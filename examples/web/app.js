@@ -1,6 +1,7 @@
 // The page: talks to the Worker that owns the database, shows the protocol's
 // progress, and on load opens <run-recovery-dialog> when runs were interrupted.
-// URL query: threshold_ms (30000), step_ms (1000), steps (8), vfs (opfs | opfs-sahpool).
+// URL query: threshold_ms (30000), step_ms (1000), steps (8), vfs (opfs | opfs-sahpool),
+// status_case (lower | upper).
 import '../../bindings/web/dialog.js';
 
 const q = new URLSearchParams(location.search);
@@ -13,6 +14,7 @@ const config = {
   stepMs: int('step_ms', 1000),
   steps: int('steps', 8),
   vfs: q.get('vfs') === 'opfs-sahpool' ? 'opfs-sahpool' : 'opfs',
+  upper: q.get('status_case') === 'upper', // new runs stored as RUNNING (newer databases) instead of running
 };
 // Heartbeat often enough that a live run never looks stale: 4 beats per threshold.
 config.intervalMs = Math.max(50, Math.min(5000, Math.floor(config.thresholdMs / 4)));
@@ -149,6 +151,7 @@ async function refresh({ offer = false } = {}) {
     renderRecent(s.recent);
     renderOthers(s.live);
     if (offer && s.orphans.length && !dialog.open) dialog.show(s.orphans);
+    document.body.dataset.scans = String(Number(document.body.dataset.scans ?? 0) + 1);
     return s;
   } finally {
     scanning = false;
@@ -160,7 +163,7 @@ startButton.addEventListener('click', async () => {
   startButton.disabled = true;
   showNotice('');
   try {
-    await call('start', { steps: config.steps, stepMs: config.stepMs, intervalMs: config.intervalMs });
+    await call('start', { steps: config.steps, stepMs: config.stepMs, intervalMs: config.intervalMs, upper: config.upper });
     refresh();
   } catch (e) {
     startButton.disabled = false;

@@ -88,15 +88,16 @@ function newId() {
   return crypto.randomUUID().replaceAll('-', '');
 }
 
-function start({ steps, stepMs, intervalMs }) {
+function start({ steps, stepMs, intervalMs, upper }) {
   if (executor) throw new Error(`this tab is already running ${executor.name}`);
   const runId = newId();
   const n = db.selectValue('SELECT count(*) FROM protocol_runs') + 1;
   const name = `Serial dilution, plate ${n}`;
   db.exec({
     sql: `INSERT INTO protocol_runs (accession_id, name, status, start_time, properties_json, input_parameters_json, top_level_protocol_definition_accession_id)
-          VALUES (?, ?, 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), '{"operator":"bench 3"}', json_object('steps', ?, 'step_ms', ?), ?)`,
-    bind: [runId, name, steps, stepMs, 'protocol-serial-dilution'],
+          VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), '{"operator":"bench 3"}', json_object('steps', ?, 'step_ms', ?), ?)`,
+    // Older databases store statuses lowercase, newer ones UPPERCASE: the page can make either.
+    bind: [runId, name, upper ? 'RUNNING' : 'running', steps, stepMs, 'protocol-serial-dilution'],
   });
   const state = runState(db, runId); // the insert trigger stamped lease 1 and a first heartbeat
   execute({ runId, name, lease: state.lease, steps, stepMs, next: 1, intervalMs });

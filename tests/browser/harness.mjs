@@ -97,7 +97,9 @@ export async function launch(profile) {
     });
   });
   proc.stderr.resume();
-  const browser = await chromium.connectOverCDP(ws);
+  // noDefaults: no focus emulation, which would keep every page "visible" (a
+  // capture) and so never frozen: tabs behind the active one are hidden, as in a user's browser.
+  const browser = await chromium.connectOverCDP(ws, { noDefaults: true });
   const context = browser.contexts()[0];
   return {
     browser,
@@ -147,13 +149,23 @@ export function query(page, sql, bind = []) {
 export async function openExample(context, url, params = {}) {
   const page = await context.newPage();
   page.on('console', (m) => {
-    if (m.type() === 'error') console.error(`[page ${page.url().split('?')[1] ?? ''}] ${m.text()}`);
+    // (opfs-sahpool logs its refused access handles itself: expected in the one-tab-at-a-time test)
+    if (m.type() === 'error' && !/NoModificationAllowedError|removeVfs\(\) failed/.test(m.text())) console.error(`[page ${page.url().split('?')[1] ?? ''}] ${m.text()}`);
   });
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
   const q = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
   await page.goto(`${url}?${q}`);
-  await page.waitForFunction(() => document.body.dataset.scanned === '1' || document.body.dataset.state === 'locked' || document.body.dataset.state === 'error', null, { timeout: 30000 });
+  await until(page, () => document.body.dataset.scanned === '1' || document.body.dataset.state === 'locked' || document.body.dataset.state === 'error', { timeout: 30000 });
   return page;
+}
+
+/**
+ * page.waitForFunction polling every 100 ms: the default polls on animation
+ * frames, which a hidden tab does not get (the browser is driven without
+ * focus emulation, so background tabs are really hidden, as a user's are).
+ */
+export function until(page, fn, { timeout = 20000, arg } = {}) {
+  return page.waitForFunction(fn, arg, { polling: 100, timeout });
 }
 
 export function dialogOf(page) {
