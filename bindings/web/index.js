@@ -231,7 +231,8 @@ export function orphans(db, { thresholdMs, includeDismissed = false } = {}) {
 // run_recovery_runs into this query and probes the status index, so only live
 // rows are read however long the history. The threshold is per call.
 const orphanSqlByDb = new WeakMap();
-function orphansSql(db) {
+/** The SELECT that orphans() runs on `db` (?1 threshold or NULL, ?2 include dismissed): for EXPLAIN QUERY PLAN. */
+export function orphansSql(db) {
   let sql = orphanSqlByDb.get(db);
   if (sql) return sql;
   const cfg = readConfig(db);
