@@ -14,7 +14,7 @@ command -v go >/dev/null || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/canonical/go-dqlite/driver ] || need+=(golang-github-canonical-go-dqlite-dev)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # libfaketime: the clock-skew part of test-dqlite runs one node with its clock ahead.
-[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need[@]}"

@@ -24,6 +24,7 @@ this script even if the script is killed: PR_SET_PDEATHSIG through setpriv).
 
 import argparse
 import atexit
+import glob
 import json
 import os
 import queue
@@ -521,7 +522,7 @@ def scenario(tool, tmp, bench_n):
     return figures
 
 
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+FAKETIME_LIB = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "libfaketime.so.1 (not found)")
 
 
 def skew(tool, tmp, skew_ms=3000, threshold_ms=1000):
