@@ -32,14 +32,73 @@ use crate::state::{now_ms, Shared};
 
 const F: &str = "orphaned_runs";
 
-/// Visible columns, in order; then the hidden inputs.
+/// The table's columns, in declaration order (as series.c names its
+/// `SERIES_COLUMN_*`): the visible ones, then the hidden inputs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(i32)]
+enum Col {
+    RunId = 0,
+    Name,
+    Status,
+    LastHeartbeat,
+    AgeMs,
+    CheckpointStep,
+    CheckpointState,
+    Lease,
+    Resumes,
+    Dismissed,
+    /// Hidden input: the threshold in milliseconds.
+    ThresholdMs,
+    /// Hidden input: the clock in Unix epoch milliseconds.
+    NowMs,
+    /// Hidden input: 1 to list dismissed orphans too.
+    IncludeDismissed,
+}
+
+impl Col {
+    /// The hidden inputs, in the order `filter` receives them (bit `1 << i`
+    /// of idxNum is input `i`).
+    const INPUTS: [Col; 3] = [Col::ThresholdMs, Col::NowMs, Col::IncludeDismissed];
+
+    fn of(i: c_int) -> Option<Col> {
+        use Col::*;
+        [
+            RunId,
+            Name,
+            Status,
+            LastHeartbeat,
+            AgeMs,
+            CheckpointStep,
+            CheckpointState,
+            Lease,
+            Resumes,
+            Dismissed,
+            ThresholdMs,
+            NowMs,
+            IncludeDismissed,
+        ]
+        .get(usize::try_from(i).ok()?)
+        .copied()
+    }
+}
+
 const SCHEMA: &CStr = c"CREATE TABLE x(run_id, name, status, last_heartbeat, age_ms, \
 checkpoint_step, checkpoint_state, lease, resumes, dismissed, \
 threshold_ms HIDDEN, now_ms HIDDEN, include_dismissed HIDDEN)";
-const VISIBLE: usize = 10;
-const COL_THRESHOLD: c_int = 10;
-const COL_NOW: c_int = 11;
-const COL_INCLUDE: c_int = 12;
+/// How many columns a row of [`Rows`] holds: the visible ones.
+const VISIBLE: usize = Col::ThresholdMs as usize;
+
+/// Whether the rows come out in the order `ORDER BY <order_bys>` asks for.
+///
+/// The query sorts by `coalesce(last_heartbeat, 0), run_id` (see
+/// [`crate::sqlgen::orphan_select`]). `age_ms` is `now - coalesce(last_heartbeat, 0)`,
+/// so the rows are exactly in `age_ms DESC` order; that is the one order
+/// claimed. `ORDER BY last_heartbeat` is not: SQLite puts NULL first, the
+/// query puts it where 0 would be (after negative heartbeats).
+fn order_is_produced(mut order_bys: impl Iterator<Item = (c_int, bool)>) -> bool {
+    matches!(order_bys.next(), Some((c, true)) if Col::of(c) == Some(Col::AgeMs))
+        && order_bys.next().is_none()
+}
 
 pub fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
     const MODULE: Module<OrphansTab> = Module::eponymous_only_module();
@@ -91,19 +150,23 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
         Ok((Cow::Borrowed(SCHEMA), vtab))
     }
 
-    /// idxNum bits: 0x1 `threshold_ms = ?`, 0x2 `now_ms = ?`,
-    /// 0x4 `include_dismissed = ?`; `filter` receives the present ones as
-    /// arguments in that order. An unusable constraint on an input column
-    /// rejects the plan (SQLITE_CONSTRAINT), as series.c does.
+    /// idxNum bit `1 << i` is set when input [`Col::INPUTS`]`[i]` has an
+    /// `=` constraint; `filter` receives the present ones as arguments in
+    /// that order. An unusable constraint on an input column rejects the plan
+    /// (SQLITE_CONSTRAINT), as series.c does.
+    ///
+    /// Cost: every plan runs the same one query over the live rows (served
+    /// from the status index), estimated at 100 orphans. An input that is
+    /// pushed down is omitted from SQLite's own per-row checks, so each one
+    /// consumed makes the plan a little cheaper; no other constraint is used.
     fn best_index(&self, info: &mut IndexInfo) -> Result<bool> {
         let mut slots: [Option<usize>; 3] = [None; 3];
         let mut unusable = 0;
         for (i, c) in info.constraints().enumerate() {
-            let bit = match c.column() {
-                COL_THRESHOLD => 0,
-                COL_NOW => 1,
-                COL_INCLUDE => 2,
-                _ => continue,
+            let Some(bit) =
+                Col::of(c.column()).and_then(|col| Col::INPUTS.iter().position(|x| *x == col))
+            else {
+                continue;
             };
             if !c.is_usable() {
                 unusable |= 1 << bit;
@@ -125,15 +188,14 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
         if unusable & !idx_num != 0 {
             return Ok(false);
         }
-        let consumed = {
-            let mut obs = info.order_bys();
-            matches!(obs.next(), Some(ob) if ob.column() == 3 && !ob.is_order_by_desc())
-                && obs.next().is_none()
-        };
+        let consumed = order_is_produced(
+            info.order_bys()
+                .map(|ob| (ob.column(), ob.is_order_by_desc())),
+        );
         info.set_order_by_consumed(consumed);
         info.set_idx_num(idx_num);
         info.set_estimated_rows(100);
-        info.set_estimated_cost(100.0);
+        info.set_estimated_cost(100.0 - 10.0 * f64::from(argv));
         Ok(true)
     }
 
@@ -252,9 +314,9 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
             next += 1;
             v
         };
-        let threshold = take(1);
-        let now = take(2);
-        let include = take(4);
+        let threshold = take(1 << 0);
+        let now = take(1 << 1);
+        let include = take(1 << 2);
         let threshold = threshold.map(|v| input("threshold_ms", v, 0)).transpose()?;
         let now = now.map(|v| input("now_ms", v, 0)).transpose()?;
         let include = include

@@ -83,3 +83,15 @@ pub fn snapshot(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
 pub fn now_ms() -> i64 {
     run_recovery::now_ms()
 }
+
+/// Runs `f` with the installed triggers switched off on `conn`: what a
+/// client without the pure-SQL layer (or an old file) can write.
+pub fn without_triggers<R>(conn: &Connection, f: impl FnOnce(&Connection) -> R) -> R {
+    use rusqlite::config::DbConfig;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .unwrap();
+    let out = f(conn);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)
+        .unwrap();
+    out
+}

@@ -1,0 +1,151 @@
+//! `orphaned_runs` hands its rows out in the order of its query, and tells
+//! SQLite so for the one ORDER BY that order satisfies. Every ORDER BY is
+//! checked here against SQLite's own sort of the same rows, with NULL,
+//! negative and extreme heartbeats, so a claim the rows do not keep fails.
+mod common;
+
+use common::*;
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+/// Runs whose heartbeats are -5, NULL (removed), 7, 7 again, i64::MIN and a
+/// malformed metadata text (no fields at all), all live and stale.
+fn db_with_odd_heartbeats() -> Connection {
+    let conn = installed();
+    for (id, meta) in [
+        ("r-neg", r#"{"lastHeartbeat":-5}"#),
+        ("r-null", r#"{"app":1}"#),
+        ("r-pos", r#"{"lastHeartbeat":7}"#),
+        ("r-pos-twin", r#"{"lastHeartbeat":7}"#),
+        ("r-min", r#"{"lastHeartbeat":-9223372036854775808}"#),
+        ("r-bad", "not json"),
+        ("a-first", r#"{"lastHeartbeat":1000}"#),
+    ] {
+        add_run(&conn, id, "running", Some(meta));
+        // The install's triggers stamp a run that goes live; put back the
+        // metadata the test means, as a client without the layer would.
+        without_triggers(&conn, |c| {
+            c.execute(
+                "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
+                [id, meta],
+            )
+            .unwrap();
+        });
+    }
+    conn
+}
+
+const CALL: &str = "orphaned_runs(0, 5000000)";
+
+/// Every ORDER BY checked: each column both ways, and some pairs.
+fn orderings() -> Vec<String> {
+    let cols = [
+        "run_id",
+        "name",
+        "status",
+        "last_heartbeat",
+        "age_ms",
+        "checkpoint_step",
+        "lease",
+        "resumes",
+        "dismissed",
+    ];
+    let mut out = Vec::new();
+    for c in cols {
+        out.push(c.to_string());
+        out.push(format!("{c} DESC"));
+    }
+    out.extend(
+        [
+            "last_heartbeat, run_id",
+            "last_heartbeat DESC, run_id DESC",
+            "age_ms DESC, run_id",
+            "age_ms, run_id",
+            "age_ms DESC, run_id DESC",
+            "last_heartbeat NULLS LAST",
+        ]
+        .map(String::from),
+    );
+    out
+}
+
+fn rows(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// The keys of `order` (its terms without ASC/DESC/NULLS), for comparing
+/// only what the ORDER BY decides (ties may come in any order).
+fn keys(order: &str) -> String {
+    order
+        .split(',')
+        .map(|t| t.split_whitespace().next().unwrap())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn every_order_by_matches_sqlites_own_sort() {
+    let conn = db_with_odd_heartbeats();
+    conn.execute_batch(&format!("CREATE TEMP TABLE copied AS SELECT * FROM {CALL}"))
+        .unwrap();
+    assert_eq!(
+        one::<i64>(&conn, "SELECT count(*) FROM temp.copied").unwrap(),
+        7,
+        "every odd run is an orphan"
+    );
+    for order in orderings() {
+        let k = keys(&order);
+        let ours = rows(&conn, &format!("SELECT {k} FROM {CALL} ORDER BY {order}"));
+        let sqlite = rows(
+            &conn,
+            &format!("SELECT {k} FROM temp.copied ORDER BY {order}"),
+        );
+        assert_eq!(ours, sqlite, "ORDER BY {order}");
+    }
+}
+
+#[test]
+fn null_heartbeat_sorts_first_as_sqlite_puts_it() {
+    let conn = db_with_odd_heartbeats();
+    let ids: Vec<String> = rows(
+        &conn,
+        &format!("SELECT run_id FROM {CALL} WHERE run_id IN ('r-neg', 'r-null', 'r-pos') ORDER BY last_heartbeat"),
+    )
+    .into_iter()
+    .map(|r| match &r[0] {
+        Value::Text(t) => t.clone(),
+        other => panic!("run_id {other:?}"),
+    })
+    .collect();
+    assert_eq!(ids, ["r-null", "r-neg", "r-pos"]);
+}
+
+fn plan(conn: &Connection, sql: &str) -> String {
+    rows(conn, &format!("EXPLAIN QUERY PLAN {sql}"))
+        .into_iter()
+        .map(|r| format!("{:?}", r[3]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn only_age_ms_desc_is_claimed_and_sqlite_sorts_the_rest() {
+    let conn = db_with_odd_heartbeats();
+    for order in orderings() {
+        let p = plan(&conn, &format!("SELECT * FROM {CALL} ORDER BY {order}"));
+        let sorted_by_sqlite = p.contains("USE TEMP B-TREE FOR ORDER BY");
+        assert_eq!(
+            !sorted_by_sqlite,
+            order == "age_ms DESC",
+            "ORDER BY {order}: {p}"
+        );
+    }
+    // The claim holds without the inputs too (the configured threshold).
+    let p = plan(&conn, "SELECT * FROM orphaned_runs ORDER BY age_ms DESC");
+    assert!(!p.contains("TEMP B-TREE"), "{p}");
+}
