@@ -77,6 +77,7 @@ li[data-state="refused"] { background: #fff7ed; border-color: #fed7aa; }
 }
 .facts { margin: 0.375rem 0 0; color: #334155; display: flex; flex-wrap: wrap; gap: 0.25rem 1.25rem; }
 .facts span { white-space: nowrap; }
+.facts span + span::before { content: '·'; margin-right: 1.25rem; color: #94a3b8; }
 .id { margin: 0.25rem 0 0; font: 0.8125rem/1.4 ui-monospace, "DejaVu Sans Mono", monospace; color: #64748b; overflow-wrap: anywhere; }
 .message { margin: 0.5rem 0 0; min-height: 0; font-weight: 500; }
 .message:empty { display: none; }
@@ -117,7 +118,7 @@ export class RunRecoveryDialog extends HTMLElement {
     this.#root.innerHTML = `<style>${STYLE}</style>
 <dialog aria-labelledby="title" aria-describedby="intro" part="dialog">
   <header><span class="icon" aria-hidden="true">!</span><h2 id="title">${TITLE}</h2></header>
-  <p class="intro" id="intro">Its executor stopped sending heartbeats. Nothing has been changed yet. Resume, mark as failed, or dismiss?</p>
+  <p class="intro" id="intro">The tab or device that was running it stopped sending signs of life. Nothing has been changed yet. Resume, mark as failed, or dismiss?</p>
   <ul></ul>
   <footer>
     <p class="hint">Resume continues from the last checkpoint. Mark as failed ends the run. Dismiss hides it until it sends a heartbeat again.</p>

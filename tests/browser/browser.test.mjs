@@ -93,8 +93,22 @@ test('the tab is closed mid-run: reopened after the threshold, the dialog offers
   assert.equal(await page.evaluate(() => document.activeElement?.localName), 'run-recovery-dialog');
   assert.equal(await page.evaluate(() => document.activeElement.shadowRoot.activeElement?.textContent), 'Resume');
 
+  // The screenshot for the docs (2x), and the dialog at 200 % zoom (a 550 px wide
+  // viewport): it fits without horizontal scrolling and every decision is on screen.
   fs.mkdirSync(TARGET, { recursive: true });
+  const cdp = await b.context.newCDPSession(page);
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 960, height: 600, deviceScaleFactor: 2, mobile: false });
   await page.screenshot({ path: path.join(TARGET, 'dialog.png') });
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 550, height: 400, deviceScaleFactor: 2, mobile: false });
+  await page.screenshot({ path: path.join(TARGET, 'dialog-200-percent.png') });
+  const fit = await page.evaluate(() => {
+    const d = document.querySelector('run-recovery-dialog').shadowRoot.querySelector('dialog');
+    const r = d.getBoundingClientRect();
+    return { overflow: d.scrollWidth - d.clientWidth, left: r.left, right: r.right, width: innerWidth };
+  });
+  assert.ok(fit.overflow <= 0 && fit.left >= 0 && fit.right <= fit.width, `fits at 200 %: ${JSON.stringify(fit)}`);
+  for (const name of ['Resume', 'Mark as failed', 'Dismiss']) assert.ok(await row.getByRole('button', { name, exact: true }).isVisible());
+  await cdp.send('Emulation.clearDeviceMetricsOverride');
 
   await row.getByRole('button', { name: 'Resume', exact: true }).click();
   await dialog.waitFor({ state: 'hidden' });
