@@ -40,7 +40,7 @@ export async function server() {
 
 export function profileDir(name) {
   fs.mkdirSync(TARGET, { recursive: true });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `run-recovery-${name}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `run-recovery-browser-${name}-`));
   onStop(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
