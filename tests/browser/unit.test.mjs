@@ -254,3 +254,13 @@ test('startPulse: beats on its interval, stops on stop(), and stops and reports 
   assert.equal((await z.done).error.reason, 'no-such-run');
   db.close();
 });
+
+test('the TypeScript declarations (index.d.ts, dialog.d.ts) compile against the README-style use in types/check.ts', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const tsc = path.join(HERE, 'node_modules', 'typescript', 'bin', 'tsc');
+  try {
+    execFileSync(process.execPath, [tsc, '-p', path.join(HERE, 'types', 'tsconfig.json')], { encoding: 'utf8' });
+  } catch (e) {
+    assert.fail(`tsc: ${e.stdout}${e.stderr}`);
+  }
+});
