@@ -124,8 +124,9 @@ function sameConfig(a, b) {
  * Installs (or upgrades, idempotently) the pure-SQL layer in `db`: triggers,
  * the views run_recovery_orphans, run_recovery_runs and run_recovery_actions,
  * the settings table. The package ships the install for the default config
- * only; `config` may be omitted or name default values. Returns the
- * effective config.
+ * only; `config` may be omitted or name default values. A database that holds
+ * this very install already is not written to (no schema change, no lock).
+ * Returns the effective config.
  */
 export function install(db, config) {
   if (config !== undefined && config !== null) {
@@ -146,10 +147,20 @@ export function install(db, config) {
         'bindings/web would overwrite it with the default one, so it leaves it as it is: use the database without install(), or reinstall it with the extension',
     );
   }
+  if (installed && upToDate(db)) return installed; // nothing to write: no schema change, no lock taken
   forget(db);
   orphanSqlByDb.delete(db);
   db.exec(INSTALL_SQL);
   return readConfig(db);
+}
+
+// The database already holds exactly this install: the same schema_version and
+// every trigger and view with the very text INSTALL_SQL creates.
+const INSTALLED_OBJECTS = (INSTALL_SQL.match(/^CREATE (?:TRIGGER|VIEW) \w+/gm) ?? []).length;
+function upToDate(db) {
+  if (db.selectValue("SELECT value FROM run_recovery_settings WHERE key = 'schema_version'") !== String(SCHEMA_VERSION)) return false;
+  const objects = db.selectValues("SELECT sql FROM sqlite_schema WHERE type IN ('trigger', 'view') AND name LIKE 'run_recovery%'");
+  return objects.length === INSTALLED_OBJECTS && objects.every((sql) => INSTALL_SQL.includes(`${sql};`));
 }
 
 function readConfig(db) {

@@ -41,7 +41,8 @@ async function open({ vfs }) {
   } else {
     throw new Error(`unknown vfs ${vfs}: opfs or opfs-sahpool`);
   }
-  withBusyRetry(() => {
+  const have = db.selectValue("SELECT count(*) FROM sqlite_schema WHERE name IN ('protocol_runs', 'example_step_log')");
+  if (have < 2) withBusyRetry(() => {
     db.transaction('IMMEDIATE', () => {
       if (!db.selectValue("SELECT 1 FROM sqlite_schema WHERE name = 'protocol_runs'")) db.exec(hostSchema);
       db.exec(`CREATE TABLE IF NOT EXISTS example_step_log (

@@ -62,6 +62,14 @@ test('install: idempotent, returns the effective config, stamps live runs; other
   assert.equal(m.operator, 'bo');
   assert.equal(m.lease, 1);
   assert.ok(m.lastHeartbeat > 1.7e12);
+  // Installed already: nothing is written (the schema cookie does not move); a changed trigger is rewritten.
+  const cookie = () => db.selectValue('PRAGMA schema_version');
+  const c0 = cookie();
+  rr.install(db);
+  assert.equal(cookie(), c0, 'an up-to-date install writes nothing');
+  db.exec('DROP TRIGGER run_recovery_lease_guard; CREATE TRIGGER run_recovery_lease_guard BEFORE UPDATE ON protocol_runs BEGIN SELECT 1; END;');
+  rr.install(db);
+  assert.ok(rr.INSTALL_SQL.includes(db.selectValue("SELECT sql FROM sqlite_schema WHERE name = 'run_recovery_lease_guard'")), 'reinstalled');
   assert.throws(() => rr.install(db, { stale_after_ms: 5000 }), /default config only; found stale_after_ms=5000.*run_recovery_install/s);
   assert.throws(() => rr.install(db, { table: 'runs' }), /default config only/);
   // A database installed with another config (by the extension) is left as it is.
