@@ -159,7 +159,7 @@ test('the browser is SIGKILLed mid-run: relaunched on the same profile, Mark as 
   await b.close();
 });
 
-test('Dismiss hides the orphan until it heartbeats again; the dialog is keyboard usable (Tab stays inside, Escape dismisses)', async () => {
+test('Dismiss hides the orphan until it heartbeats again; keyboard (Tab stays inside, Escape dismisses); a run that comes back to life is refused with a message', async () => {
   const b = await launch(profileDir('dismiss'));
   const a = await openExample(b.context, URL_, QUICK);
   const runId = await startAndReach(a, 2);
@@ -202,6 +202,30 @@ test('Dismiss hides the orphan until it heartbeats again; the dialog is keyboard
   const after = await runRow(page, runId);
   assert.equal(after.dismissed, 1);
   assert.equal(after.status, 'running', 'dismiss changes no status');
+
+  // Offered again, and while the dialog is open its executor comes back to life
+  // (heartbeats every 300 ms): Resume is refused with a message, not a crash.
+  await query(page, "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)", [runId]);
+  await dialog.waitFor({ timeout: 15000 });
+  let alive = true;
+  const pulse = (async () => {
+    while (alive) {
+      await query(page, "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)", [runId]);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  })();
+  try {
+    await dialog.getByRole('button', { name: 'Resume', exact: true }).click();
+    await dialog.getByText('This run is alive again').waitFor();
+  } finally {
+    alive = false;
+    await pulse;
+  }
+  const untouched = await runRow(page, runId);
+  assert.equal(untouched.lease, 1, 'nothing changed');
+  assert.equal(untouched.resumes, 0);
+  await dialog.getByRole('button', { name: 'Close', exact: true }).click();
+  await dialog.waitFor({ state: 'hidden' });
   await b.close();
 });
 
@@ -263,7 +287,8 @@ test('the zombie: a frozen page whose run is resumed elsewhere wakes up, its wri
   await late.bringToFront();
   await dialogOf(late).getByRole('button', { name: 'Resume', exact: true }).click();
   await dialogOf(late).getByText(/alive again|already took this run over/).waitFor();
-  await dialogOf(late).getByRole('button', { name: 'Close', exact: true }).waitFor();
+  await dialogOf(late).getByRole('button', { name: 'Close', exact: true }).click();
+  await dialogOf(late).waitFor({ state: 'hidden' });
   assert.equal((await runRow(late, runId)).resumes, 1, 'resumed once');
 
   // The zombie wakes: its next step and its pulse carry lease 1 and are refused.
