@@ -22,7 +22,10 @@
 //! Time is the database's clock: `NOW_MS` is the same value for every use
 //! within one statement (SQLite fixes 'now' per statement).
 
-use super::{ident, int_at, literal, live_test, names, writable, Names, NOW_MS};
+use super::{
+    checkpointed, ident, int_at, literal, live_test, names, with_heartbeat_last, writable, Names,
+    NOW_MS,
+};
 use crate::config::{in_case_of, spellings, Config, TERMINAL_STATUSES};
 use crate::errors::{ActionRefusal, ACTION_UNKNOWN};
 
@@ -140,17 +143,18 @@ fn stamp_update(cfg: &Config, n: &Names, action: &str) -> String {
             raise(action, StaleLease)
         ),
     ];
-    let mut sets = format!("'$.lastHeartbeat', max({NOW_MS}, coalesce({hb}, 0))");
+    let beat = format!("max({NOW_MS}, coalesce({hb}, 0))");
+    let mut new_meta = with_heartbeat_last(meta, &beat);
     if action == "checkpoint" {
         cases.push(format!(
             "WHEN coalesce({}, -1) > NEW.step THEN {}",
             int_at(meta, "checkpointStep"),
             raise(action, StepBehind)
         ));
-        sets.push_str(", '$.checkpointStep', NEW.step, '$.checkpointState', json(NEW.state)");
+        new_meta = checkpointed(meta, &beat, "NEW.step", "NEW.state");
     }
     format!(
-        "  UPDATE {table} SET {meta} = CASE\n    {}\n    ELSE json_set(coalesce({meta}, '{{}}'), {sets})\n  END\n  WHERE {id} = NEW.run_id AND {ACTION} = '{action}';",
+        "  UPDATE {table} SET {meta} = CASE\n    {}\n    ELSE {new_meta}\n  END\n  WHERE {id} = NEW.run_id AND {ACTION} = '{action}';",
         cases.join("\n    ")
     )
 }

@@ -21,12 +21,16 @@ pub const SETTINGS_TABLE: &str = "run_recovery_settings";
 pub const VIEW: &str = "run_recovery_orphans";
 /// Every view install makes (dropping a view drops its INSTEAD OF trigger).
 pub const VIEWS: [&str; 3] = [VIEW, actions::ACTIONS_VIEW, actions::RUNS_VIEW];
-pub const TRIGGERS: [&str; 4] = [
+/// The trigger that fences stale writes and merges dropped recovery keys back.
+pub const GUARD_TRIGGER: &str = "run_recovery_lease_guard";
+pub const TRIGGERS: [&str; 3] = [
     "run_recovery_stamp_insert",
     "run_recovery_stamp_live",
-    "run_recovery_lease_guard",
-    "run_recovery_merge_back",
+    GUARD_TRIGGER,
 ];
+/// Triggers of earlier schema versions, dropped by install (in
+/// schema_version 1 merge-back was a trigger of its own).
+pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// Bumped when the generated objects change shape; stored in the settings table.
 /// 1: triggers and the orphans view; 2: adds `run_recovery_actions` and
 /// `run_recovery_runs`. Every install drops and recreates every object, so a
@@ -70,6 +74,50 @@ fn lacks(x: &str, key: &str) -> String {
     format!("json_type({x}, '$.{key}') IS NULL")
 }
 
+/// The GLOB pattern of a metadata text's last 30 bytes when `lastHeartbeat`
+/// is its last key, holding a 13-digit millisecond time (2001 to 2286):
+/// `"lastHeartbeat":1795000000000}`.
+const HEARTBEAT_LAST_GLOB: &str =
+    "'\"lastHeartbeat\":[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]}'";
+
+/// `x`'s text ends with `"lastHeartbeat":<13 digits>}`. For text that is a
+/// JSON object this means `lastHeartbeat` is its last top-level key (the
+/// brace right after the digits can only close the outermost object). Bytes
+/// only (as a BLOB, `substr` and `length` do not scan the text) and no JSON
+/// parse, which SQLite before 3.45 repeats for every JSON function call.
+fn heartbeat_is_last(x: &str) -> String {
+    format!("CAST(substr(CAST({x} AS BLOB), -30) AS TEXT) GLOB {HEARTBEAT_LAST_GLOB}")
+}
+
+/// The cheap test both metadata triggers try first: the write changed only
+/// the 13 digits of a last `lastHeartbeat` key (what every heartbeat writes
+/// once the heartbeat is the last key; the writers put it there). Everything
+/// else in the two texts is byte for byte the same (OLD's last 14 bytes aside,
+/// which hold its heartbeat if OLD is valid JSON), so no key was dropped, nothing
+/// went backwards and the lease is unchanged: neither trigger has anything to
+/// do, whatever the rest of the text holds (if OLD is not valid JSON, NEW is
+/// equally not, and both triggers leave such metadata alone anyway).
+fn only_heartbeat_changed(new: &str, old: &str) -> String {
+    let head = |x: &str| format!("substr(CAST({x} AS BLOB), 1, length(CAST({x} AS BLOB)) - 14)");
+    format!(
+        "({} AND {} = {})",
+        heartbeat_is_last(new),
+        head(new),
+        head(old)
+    )
+}
+
+/// The metadata `meta` with `lastHeartbeat` set to `value`, as its last key
+/// (moved there if it is elsewhere), so the next heartbeat takes the
+/// triggers' cheap path. The other keys keep their order.
+fn with_heartbeat_last(meta: &str, value: &str) -> String {
+    format!(
+        "CASE WHEN {} THEN json_set({meta}, '$.lastHeartbeat', {value}) \
+ELSE json_set(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.lastHeartbeat', {value}) END",
+        heartbeat_is_last(meta)
+    )
+}
+
 /// `CASE status WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 … ELSE 0 END`:
 /// the live test for one row, with the same spellings as the index-served
 /// [`live_index_test`] (and `Config::is_live`). Not `status IN (…)`: SQLite
@@ -101,9 +149,24 @@ fn list(items: impl Iterator<Item = String>) -> String {
 /// and `lease` 1 added when the run has none yet.
 fn stamped(meta: &str, now: &str) -> String {
     format!(
-        "json_insert(json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', \
-         max({now}, coalesce({}, 0))), '$.lease', 1)",
+        "json_set(json_insert(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.lease', 1), \
+         '$.lastHeartbeat', max({now}, coalesce({}, 0)))",
         int_at(meta, "lastHeartbeat")
+    )
+}
+
+/// The metadata `meta` (a JSON object or NULL) with checkpoint `step`,
+/// `state` (JSON text) and `lastHeartbeat` = `beat`, the heartbeat last (see
+/// [`with_heartbeat_last`]): in place when it is last already and the
+/// checkpoint keys exist, else the heartbeat is moved behind them.
+fn checkpointed(meta: &str, beat: &str, step: &str, state: &str) -> String {
+    format!(
+        "CASE WHEN {} AND json_type({meta}, '$.checkpointStep') IS NOT NULL \
+AND json_type({meta}, '$.checkpointState') IS NOT NULL \
+THEN json_set({meta}, '$.lastHeartbeat', {beat}, '$.checkpointStep', {step}, '$.checkpointState', json({state})) \
+ELSE json_set(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.checkpointStep', {step}, \
+'$.checkpointState', json({state}), '$.lastHeartbeat', {beat}) END",
+        heartbeat_is_last(meta)
     )
 }
 
@@ -217,24 +280,23 @@ END",
         live_test(cfg, &format!("OLD.{status}"))
     ));
 
-    // 2. Fencing: a metadata write that carries an older lease than the row holds.
+    // 2. One AFTER UPDATE trigger on the metadata column guards the recovery
+    //    keys: fencing (a write that carries an older lease than the row held
+    //    is refused; ABORT undoes the whole statement, so refusing after the
+    //    write is refusing it) and merge-back (recovery keys a plain write
+    //    dropped are restored from the row's previous metadata, one key per
+    //    statement; a checkpoint, resume count or recovery log that a write
+    //    would move backwards is kept; each statement re-checks against the
+    //    current value, so the order in which SQLite runs this and the stamp
+    //    triggers does not matter). One trigger, not two: every trigger
+    //    program SQLite runs costs, and a BEFORE trigger makes SQLite re-read
+    //    the row.
     let (new, old) = (format!("NEW.{meta}"), format!("OLD.{meta}"));
-    out.push(format!(
-        "CREATE TRIGGER run_recovery_lease_guard BEFORE UPDATE OF {meta} ON {table}
-WHEN CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END
-BEGIN
-  SELECT RAISE(ABORT, {});
-END",
+    let stale = format!(
+        "CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END",
         int_at(&new, "lease"),
-        int_at(&old, "lease"),
-        literal(STALE_LEASE_MESSAGE)
-    ));
-
-    // 3. Merge-back: recovery keys a plain write dropped are restored from the
-    //    row's previous metadata, one key per statement; a checkpoint, resume
-    //    count or recovery log that a stale write would move backwards is kept.
-    //    Each statement re-checks against the current value, so the order in
-    //    which SQLite runs this and the stamp trigger does not matter.
+        int_at(&old, "lease")
+    );
     let cur = meta.as_str();
     let restores: Vec<(&str, String, String)> = vec![
         // Only when dropped: a plain write may set an older heartbeat on purpose
@@ -267,11 +329,11 @@ END",
             format!("{} OR json_array_length({new}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(&new, "recoveryLog")),
         ),
     ];
-    let when = restores
+    let lost = restores
         .iter()
         .map(|(key, _, lost)| format!("({} AND ({lost}))", has(&old, key)))
         .collect::<Vec<_>>()
-        .join("\n    OR ");
+        .join("\n      OR ");
     let body = restores
         .iter()
         .map(|(key, lost_now, _)| {
@@ -284,16 +346,35 @@ END",
         })
         .collect::<Vec<_>>()
         .join("\n");
+    // The values that decide, all but the heartbeat, in one call per side
+    // (one parse each on SQLite < 3.45): equal means nothing to refuse and
+    // nothing to restore unless the heartbeat was dropped. (A recovery key
+    // holding JSON null reads as absent here.)
+    let decisive = "'$.lease', '$.resumes', '$.checkpointStep', '$.checkpointState', '$.dismissedHeartbeat', '$.recoveryLog'";
+    let unchanged = format!(
+        "json_extract({new}, {decisive}) IS json_extract({old}, {decisive}) \
+AND ({} OR {})",
+        has(&new, "lastHeartbeat"),
+        lacks(&old, "lastHeartbeat")
+    );
     out.push(format!(
-        "CREATE TRIGGER run_recovery_merge_back AFTER UPDATE OF {meta} ON {table}
-WHEN CASE WHEN {} AND {} THEN
-    {when}
-  ELSE 0 END
+        "CREATE TRIGGER {GUARD_TRIGGER} AFTER UPDATE OF {meta} ON {table}
+WHEN CASE
+    WHEN {} THEN 0
+    WHEN {new} IS NOT NULL AND json_valid({new}) AND json_valid({old}) AND {unchanged} THEN 0
+    ELSE ({stale})
+      OR (CASE WHEN {} AND {} THEN
+      {lost}
+    ELSE 0 END)
+  END
 BEGIN
+  SELECT RAISE(ABORT, {}) WHERE {stale};
 {body}
 END",
+        only_heartbeat_changed(&new, &old),
         is_object(&old),
         writable(&new),
+        literal(STALE_LEASE_MESSAGE)
     ));
 
     // 4. Orphan detection for every client.
@@ -308,7 +389,7 @@ END",
     // 6. Runs live right now that never heartbeated get a first stamp, so they are
     //    not orphans before their executor had a chance (an existing heartbeat is kept).
     out.push(format!(
-        "UPDATE {table} SET {meta} = json_insert(json_insert(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {NOW_MS}), '$.lease', 1)
+        "UPDATE {table} SET {meta} = json_set(json_insert(coalesce({meta}, '{{}}'), '$.lease', 1), '$.lastHeartbeat', {NOW_MS})
 WHERE {} AND {} AND {}",
         live_index_test(cfg, status),
         writable(meta),
@@ -326,6 +407,7 @@ WHERE {} AND {} AND {}",
 pub fn uninstall_script(settings: bool) -> Vec<String> {
     let mut out: Vec<String> = TRIGGERS
         .iter()
+        .chain(OLD_TRIGGERS.iter())
         .map(|t| format!("DROP TRIGGER IF EXISTS {t}"))
         .collect();
     out.extend(VIEWS.iter().map(|v| format!("DROP VIEW IF EXISTS {v}")));
@@ -389,27 +471,31 @@ AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
         let forward = format!("max(?2, coalesce({hb}, 0))");
         // Fast: the stored heartbeat is not ahead of `now`, so the new one is
         // exactly ?2 and no RETURNING (an ephemeral table) is needed.
+        // The heartbeat is written as the last key, so the triggers skip it
+        // with string tests (see `only_heartbeat_changed`).
         let heartbeat = format!(
-            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', ?2)
-WHERE {guard} AND coalesce({hb}, 0) <= ?2"
+            "UPDATE {table} SET {meta} = {}
+WHERE {guard} AND coalesce({hb}, 0) <= ?2",
+            with_heartbeat_last(&meta, "?2")
         );
         // Forward: a heartbeat ahead of the clock (another host's clock) is kept.
         let heartbeat_forward = format!(
-            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward})
+            "UPDATE {table} SET {meta} = {}
 WHERE {guard}
-RETURNING {hb}"
+RETURNING {hb}",
+            with_heartbeat_last(&meta, &forward)
         );
         let step_ok = format!("coalesce({}, -1) <= ?5", int_at(&meta, "checkpointStep"));
         let checkpoint = format!(
-            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', ?2, \
-'$.checkpointStep', ?5, '$.checkpointState', json(?6))
-WHERE {guard} AND {step_ok} AND coalesce({hb}, 0) <= ?2"
+            "UPDATE {table} SET {meta} = {}
+WHERE {guard} AND {step_ok} AND coalesce({hb}, 0) <= ?2",
+            checkpointed(&meta, "?2", "?5", "?6")
         );
         let checkpoint_forward = format!(
-            "UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.lastHeartbeat', {forward}, \
-'$.checkpointStep', ?5, '$.checkpointState', json(?6))
+            "UPDATE {table} SET {meta} = {}
 WHERE {guard} AND {step_ok}
-RETURNING {hb}"
+RETURNING {hb}",
+            checkpointed(&meta, &forward, "?5", "?6")
         );
         let read_row = format!("SELECT {status}, {meta} FROM {table} WHERE {id} = ?1");
         // Compare-and-set: acts only if status and metadata are still what was read.

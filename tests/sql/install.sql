@@ -56,7 +56,6 @@ select run_recovery_config() = run_recovery_install();  -- 1
 select type, name from sqlite_schema where name like 'run_recovery%' order by name;  -- trigger|run_recovery_act
                                                                                     -- view|run_recovery_actions
                                                                                     -- trigger|run_recovery_lease_guard
-                                                                                    -- trigger|run_recovery_merge_back
                                                                                     -- view|run_recovery_orphans
                                                                                     -- view|run_recovery_runs
                                                                                     -- table|run_recovery_settings
@@ -77,7 +76,7 @@ select accession_id, properties_json from protocol_runs where accession_id in ('
 -- Re-install is idempotent: same objects, same config, heartbeats kept.
 create temp table before as select accession_id, properties_json from protocol_runs;
 select run_recovery_install() = run_recovery_config();  -- 1
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 9
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 8
 select count(*) from protocol_runs join temp.before b using (accession_id) where protocol_runs.properties_json is b.properties_json;  -- 5
 
 -- Keys given to a later install override the stored config; the others are kept.

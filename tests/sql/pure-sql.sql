@@ -11,7 +11,7 @@ insert into protocol_runs (accession_id, name, status, properties_json, top_leve
 
 -- The extension is not here.
 select run_heartbeat('before');  -- error: no such function: run_heartbeat
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 9
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 8
 
 -- Install stamped the live run that had no heartbeat, and kept the seeded one.
 select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.lease' from protocol_runs where accession_id = 'before';  -- 1|1
@@ -41,7 +41,7 @@ select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->
 -- ... and never backwards: a seeded heartbeat ahead of the clock is kept.
 update protocol_runs set status = 'completed', properties_json = '{"lastHeartbeat":4102444800000}' where accession_id = 'pend';
 update protocol_runs set status = 'running' where accession_id = 'pend';
-select properties_json from protocol_runs where accession_id = 'pend';  -- {"lastHeartbeat":4102444800000,"lease":1}
+select properties_json from protocol_runs where accession_id = 'pend';  -- {"lease":1,"lastHeartbeat":4102444800000}
 -- A move between two live statuses is not a transition into one: no stamp.
 update protocol_runs set status = 'running' where accession_id = 'seeded';
 select properties_json from protocol_runs where accession_id = 'seeded';  -- {"lastHeartbeat":1000}
@@ -88,5 +88,5 @@ select count(*) from protocol_runs where accession_id = 'tx';  -- 0
 
 -- Uninstalling by hand (what run_recovery_uninstall does) leaves run data as it is.
 create temp table snap as select accession_id, status, properties_json from protocol_runs;
-drop trigger run_recovery_stamp_insert; drop trigger run_recovery_stamp_live; drop trigger run_recovery_lease_guard; drop trigger run_recovery_merge_back; drop view run_recovery_orphans; drop table run_recovery_settings;
+drop trigger run_recovery_stamp_insert; drop trigger run_recovery_stamp_live; drop trigger run_recovery_lease_guard; drop view run_recovery_orphans; drop view run_recovery_actions; drop view run_recovery_runs; drop table run_recovery_settings;
 select count(*) from protocol_runs p join temp.snap s using (accession_id) where p.status is s.status and p.properties_json is s.properties_json;  -- 8

@@ -13,6 +13,7 @@ select count(*) from temp.v1;  -- 8
 select run_recovery_install() = (select value from run_recovery_settings where key = 'config');  -- 1
 select value from run_recovery_settings where key = 'schema_version';  -- 2
 select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act');  -- 3
+select count(*) from sqlite_schema where name = 'run_recovery_merge_back';  -- 0
 select count(*) from protocol_runs p join temp.v1 o using (accession_id)
  where p.properties_json is o.properties_json and p.status is o.status and p.end_time is o.end_time
    and p.updated_at is o.updated_at and p.name is o.name;  -- 8
@@ -39,6 +40,7 @@ create temp table v1 as select * from protocol_runs;
 .read sql/install.sql
 select value from run_recovery_settings where key = 'schema_version';  -- 2
 select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act');  -- 3
+select count(*) from sqlite_schema where name = 'run_recovery_merge_back';  -- 0
 select count(*) from protocol_runs p join temp.v1 o using (accession_id)
  where p.properties_json is o.properties_json and p.status is o.status and p.end_time is o.end_time
    and p.updated_at is o.updated_at and p.name is o.name;  -- 8

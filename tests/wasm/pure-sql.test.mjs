@@ -204,7 +204,6 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
     assert.deepEqual(triggers, [
       'run_recovery_act',
       'run_recovery_lease_guard',
-      'run_recovery_merge_back',
       'run_recovery_stamp_insert',
       'run_recovery_stamp_live',
     ]);
