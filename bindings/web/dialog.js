@@ -174,7 +174,8 @@ export class RunRecoveryDialog extends HTMLElement {
     this.#ticker = null;
     const remaining = this.#actionable().map((r) => r.orphan);
     this.#rows.clear();
-    if (this.#dialog.open) this.#dialog.close();
+    if (!this.#dialog.open) return;
+    this.#dialog.close();
     this.dispatchEvent(new CustomEvent('run-recovery-close', { bubbles: true, composed: true, detail: { undecided: remaining } }));
   }
 

@@ -64,14 +64,20 @@ function showProgress(step, steps) {
   progress.value = step - 1;
 }
 
+// This tab executes one run at a time: while it does, it does not offer others
+// (they are offered again once it is done, or in another tab).
+let executing = false;
+
 const events = {
   progress({ name, step, steps }) {
+    executing = true;
     setState('running');
     statusLine.textContent = `${name}: step ${step} of ${steps}`;
     showProgress(step, steps);
     startButton.disabled = true;
   },
   completed({ name, steps }) {
+    executing = false;
     setState('completed');
     statusLine.textContent = `Run completed: ${name}, ${steps} of ${steps} steps`;
     progress.value = steps;
@@ -79,6 +85,7 @@ const events = {
     refresh();
   },
   fenced({ name, step }) {
+    executing = false;
     setState('fenced');
     statusLine.textContent = `Stopped: ${name}`;
     showNotice(
@@ -150,7 +157,7 @@ async function refresh({ offer = false } = {}) {
     const s = await call('scan', { thresholdMs: config.thresholdMs });
     renderRecent(s.recent);
     renderOthers(s.live);
-    if (offer && s.orphans.length && !dialog.open) dialog.show(s.orphans);
+    if (offer && !executing && s.orphans.length && !dialog.open) dialog.show(s.orphans);
     document.body.dataset.scans = String(Number(document.body.dataset.scans ?? 0) + 1);
     return s;
   } finally {
