@@ -5,13 +5,32 @@
 # target/bench-results.md.
 #   make bench                 heartbeat, the pure-SQL actions (bundled 3.53 and Debian's 3.40
 #                              through /usr/bin/python3), orphan detection, load/install (a few minutes)
+#   make bench-adoption        the adoption cost (issue 10's targets) on SQLite 3.40 and 3.53
 #   make bench-concurrency     8 processes x 8 runs x 20 Hz x 30 s (BENCH_CONC_SECS)
 .PHONY: bench bench-concurrency
+CARGO_HOME ?= $(HOME)/.cargo
+BUNDLED_SQLITE := target/sqlite-bundled/libsqlite3.so.0
 
-bench: $(LOADABLE)
+bench: $(LOADABLE) $(BUNDLED_SQLITE)
 	rm -f target/bench-results.md
 	$(CARGO) bench --bench bench -- all
 	$(PYTHON) benches/py/actions_bench.py $(LOADABLE)
+	$(MAKE) --no-print-directory bench-adoption
+
+# What adopting run_recovery costs (issue 10's targets, met/missed), the same
+# script on two hosts: Debian's python3 with its SQLite 3.40, and the same
+# python3 with the SQLite that rusqlite bundles, built as a shared library.
+.PHONY: bench-adoption
+bench-adoption: $(LOADABLE) $(BUNDLED_SQLITE)
+	$(PYTHON) benches/py/adoption.py $(LOADABLE)
+	LD_LIBRARY_PATH=$(dir $(BUNDLED_SQLITE)) $(PYTHON) benches/py/adoption.py $(LOADABLE)
+
+$(BUNDLED_SQLITE):
+	@src="$$(ls -d $(CARGO_HOME)/registry/src/*/libsqlite3-sys-0.38*/sqlite3/sqlite3.c 2>/dev/null | head -1)"; \
+	  test -n "$$src" || { echo "bench: rusqlite's bundled sqlite3.c not found under $(CARGO_HOME)/registry (run cargo build first)"; exit 1; }; \
+	  mkdir -p $(dir $@); echo "building $@ from $$src"; \
+	  gcc -O2 -fPIC -shared -DSQLITE_THREADSAFE=1 -DSQLITE_ENABLE_COLUMN_METADATA -DSQLITE_ENABLE_LOAD_EXTENSION \
+	    -DSQLITE_ENABLE_MATH_FUNCTIONS -o $@ "$$src" -lm -lpthread -ldl
 
 bench-concurrency:
 	$(CARGO) bench --bench bench -- concurrency

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""What adopting run_recovery costs an app, per heartbeat, per app write and
+per orphan scan, against the same work hand-written on a database WITHOUT
+run_recovery. Prints one table per host with each target of issue 10, the
+figure and met/missed. Nothing is asserted: figures are printed.
+
+Run by `make bench` on two hosts, the same script:
+  * Debian's /usr/bin/python3 with its system SQLite 3.40.1;
+  * the same Python with LD_LIBRARY_PATH pointing at the SQLite that rusqlite
+    bundles (3.53, built as a shared library by mk/bench.mk).
+Both load the real dist/run_recovery.so.
+
+Method: every contender runs in the same process, in interleaved rounds (the
+order rotates each round), timed in thread CPU time (time.thread_time: other
+processes on the machine do not count); a figure is the median of the
+per-round ratios. WAL, synchronous=NORMAL, ~600 B of app metadata with the
+recovery keys after the app's keys, 3,000 runs (a tenth live) for writes.
+
+    /usr/bin/python3 benches/py/adoption.py [LIBRARY]
+    BENCH_ROUNDS (default 21), BENCH_SIZES (default 10000,100000,1000000)
+"""
+
+import json
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIB = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "dist", "run_recovery.so")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "21"))
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000,1000000").split(",") if x]
+CACHE = os.path.join(ROOT, "target", "bench-py")
+RUNS, BATCH = 3000, 200
+LIVE = ["preparing", "running", "pausing", "paused", "resuming", "canceling", "intervening", "requires_intervention"]
+SPELLINGS = [v for s in LIVE for v in (s, s.upper(), s[0].upper() + s[1:])]
+IN_LIVE = ", ".join(f"'{s}'" for s in SPELLINGS)
+NOTES = ("Serial dilution across columns 1-12, mix 3x at 50 uL, change tips between columns; "
+         "reader at 600 nm after 10 min shake; operator checks the reservoir volumes. ")
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def read(name):
+    with open(os.path.join(ROOT, "sql", name), encoding="utf-8") as f:
+        return f.read()
+
+
+def app_keys(rng, small=False):
+    return {
+        "protocol": "ELISA v%d" % rng.randrange(1, 9),
+        "operator": rng.choice(["ana", "bo", "cy", "dee"]),
+        "plate": {"barcode": "P%06d" % rng.randrange(10**6), "wells": 96},
+        "notes": "" if small else NOTES * 3,
+    }
+
+
+def load(db):
+    db.enable_load_extension(True)
+    db.load_extension(LIB.rsplit(".", 1)[0])
+    db.enable_load_extension(False)
+
+
+def fresh(path):
+    for s in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(path + s):
+            os.remove(path + s)
+
+
+def open_db(path):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def runs_db(path, installed):
+    """RUNS runs, a tenth live (RUNNING), recovery keys after the app's."""
+    fresh(path)
+    db = open_db(path)
+    db.executescript(read("protocol_runs.sql"))
+    rng = random.Random(7)
+    now = now_ms()
+    live = []
+    db.execute("BEGIN")
+    for i in range(RUNS):
+        rid = "%032x" % (i * 2654435761)
+        is_live = i % 10 == 0
+        m = app_keys(rng)
+        m.update({"lastHeartbeat": now - 1000, "lease": 1, "checkpointStep": 3})
+        db.execute(
+            "INSERT INTO protocol_runs (accession_id, name, status, properties_json, "
+            "top_level_protocol_definition_accession_id) VALUES (?, ?, ?, ?, 'p')",
+            (rid, "run %d" % i, "RUNNING" if is_live else "COMPLETED", json.dumps(m, separators=(",", ":"))),
+        )
+        if is_live:
+            live.append(rid)
+    db.execute("COMMIT")
+    if installed:
+        load(db)
+        db.execute("SELECT run_recovery_install()").fetchone()
+    return db, live
+
+
+def history_db(n, all_stale):
+    """n runs, 100 live: 20 stale (or all 100), the rest heartbeating; cached."""
+    os.makedirs(CACHE, exist_ok=True)
+    small = all_stale  # the hard case of issue 10: all live runs stale, small metadata
+    path = os.path.join(CACHE, f"history-{n}-{'all' if all_stale else '20'}.db")
+    if os.path.exists(path):
+        return path
+    tmp = path + ".tmp"
+    fresh(tmp)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.executescript(read("protocol_runs.sql"))
+    rng = random.Random(n)
+    build = now_ms()
+    every = max(n // 100, 1)
+    live = 0
+    db.execute("BEGIN")
+    for i in range(n):
+        m = app_keys(rng, small)
+        if i % every == 0 and live < 100:
+            live += 1
+            status = ["running", "RUNNING", "paused", "PAUSED", "preparing"][live % 5]
+            stale = all_stale or live % 5 == 0
+            # Heartbeats of the live ones far in the future, so they stay live however old the cache.
+            m.update({"lease": 1, "checkpointStep": 4, "lastHeartbeat": build - 3_600_000 if stale else 4_102_444_800_000})
+        else:
+            status = ["completed", "COMPLETED", "failed", "FAILED", "cancelled"][rng.randrange(5)]
+            m.update({"lease": 1, "lastHeartbeat": build - 86_400_000 - rng.randrange(86_400_000 * 365)})
+        db.execute(
+            "INSERT INTO protocol_runs (accession_id, name, status, properties_json, "
+            "top_level_protocol_definition_accession_id) VALUES (?, ?, ?, ?, 'p')",
+            ("%032x" % (i * 2654435761), "run %d" % i, status, json.dumps(m, separators=(",", ":"))),
+        )
+    db.execute("COMMIT")
+    db.close()
+    os.rename(tmp, path)
+    return path
+
+
+def compare(contenders, ops):
+    """Median per-op time and median per-round ratio to contender 0, per contender."""
+    for _, f in contenders:
+        f()
+    times = [[] for _ in contenders]
+    for r in range(ROUNDS):
+        for j in range(len(contenders)):
+            v = (r + j) % len(contenders)
+            t = time.thread_time()
+            contenders[v][1]()
+            times[v].append((time.thread_time() - t) / ops)
+    return times
+
+
+def ratio(times, a, b):
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+class Table:
+    def __init__(self, host):
+        self.host = host
+        self.rows = []
+
+    def target(self, what, figure, limit, unit="x"):
+        ok = figure <= limit
+        self.rows.append((what, f"{figure:.3f}{unit}" if unit == "x" else f"{figure:.3f} {unit}",
+                          f"<= {limit}{unit if unit == 'x' else ' ' + unit}", "met" if ok else "MISSED"))
+
+    def info(self, what, figure):
+        self.rows.append((what, figure, "", ""))
+
+    def print(self):
+        print(f"\n== adoption cost on {self.host} ({ROUNDS} rounds, thread CPU time) ==")
+        w = max(len(r[0]) for r in self.rows)
+        for what, fig, limit, verdict in self.rows:
+            print(f"{what:<{w}}  {fig:>12}  {limit:>10}  {verdict}")
+
+
+def loop(db, sql, ids, params, n=BATCH):
+    state = {"i": 0}
+
+    def run():
+        for _ in range(n):
+            state["i"] = (state["i"] + 1) % len(ids)
+            db.execute(sql, params(ids[state["i"]])).fetchall()
+    return run
+
+
+def heartbeats(table, tmp):
+    plain, pids = runs_db(os.path.join(tmp, "plain.db"), False)
+    inst, ids = runs_db(os.path.join(tmp, "installed.db"), True)
+    hand = "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?) WHERE accession_id = ?"
+    t = compare([
+        ("hand, without", loop(plain, hand, pids, lambda r: (now_ms(), r))),
+        ("hand, installed", loop(inst, hand, ids, lambda r: (now_ms(), r))),
+        ("run_heartbeat", loop(inst, "SELECT run_heartbeat(?, 1)", ids, lambda r: (r,))),
+        ("action", loop(inst, "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)", ids, lambda r: (r,))),
+    ], BATCH)
+    table.info("hand-written json_set heartbeat WITHOUT run_recovery", f"{statistics.median(t[0]) * 1e6:.1f} µs")
+    table.target("run_heartbeat(id, lease) / hand-written heartbeat without run_recovery", ratio(t, 2, 0), 1.25)
+    table.target("run_heartbeat(id, lease) / hand-written heartbeat, installed", ratio(t, 2, 1), 1.10)
+    table.target("action heartbeat / hand-written heartbeat without run_recovery", ratio(t, 3, 0), 1.25)
+    table.info("hand-written heartbeat: installed / without (the triggers' tax)", f"{ratio(t, 1, 0):.3f}x")
+
+    # The app's own writes: read, edit in app code, write back; and a status-only write.
+    def rmw(db, ids):
+        state = {"i": 0}
+
+        def run():
+            for _ in range(BATCH):
+                state["i"] = (state["i"] + 1) % len(ids)
+                rid = ids[state["i"]]
+                text = db.execute("SELECT properties_json FROM protocol_runs WHERE accession_id = ?", (rid,)).fetchone()[0]
+                m = json.loads(text)
+                m["operator"] = random.choice(["ana", "bo", "cy"])
+                db.execute("UPDATE protocol_runs SET properties_json = ? WHERE accession_id = ?", (json.dumps(m), rid))
+        return run
+
+    def status_writes(db, ids):
+        state = {"i": 0, "k": 0}
+
+        def run():
+            for _ in range(BATCH):
+                state["i"] = (state["i"] + 1) % len(ids)
+                state["k"] += 1
+                db.execute("UPDATE protocol_runs SET status = ? WHERE accession_id = ?",
+                           ("PAUSED" if state["k"] % 2 else "RUNNING", ids[state["i"]]))
+        return run
+
+    t = compare([("without", rmw(plain, pids)), ("installed", rmw(inst, ids))], BATCH)
+    table.target("app read-modify-write of its metadata: installed / without", ratio(t, 1, 0), 1.15)
+    t = compare([("without", status_writes(plain, pids)), ("installed", status_writes(inst, ids))], BATCH)
+    table.target("app status-only write (RUNNING <-> PAUSED): installed / without", ratio(t, 1, 0), 1.05)
+    for db in (plain, inst):
+        db.close()
+
+
+def orphans(table):
+    hand = (f"SELECT accession_id, name, status, properties_json ->> '$.lastHeartbeat', "
+            f"properties_json ->> '$.checkpointStep' FROM protocol_runs "
+            f"WHERE status IN ({IN_LIVE}) AND properties_json ->> '$.lastHeartbeat' < ?")
+    facts = "run_id, name, status, last_heartbeat, checkpoint_step"
+    for all_stale in (False, True):
+        for n in SIZES:
+            src = history_db(n, all_stale)
+            path = src + ".installed"
+            if not os.path.exists(path):
+                with open(src, "rb") as a, open(path, "wb") as b:
+                    b.write(a.read())
+                db = sqlite3.connect(path, isolation_level=None)
+                load(db)
+                db.execute("SELECT run_recovery_install()").fetchone()
+                db.close()
+            plain = sqlite3.connect(src, isolation_level=None)
+            inst = sqlite3.connect(path, isolation_level=None)
+            load(inst)
+            expect = 100 if all_stale else 20
+            qs = [
+                ("hand", lambda: plain.execute(hand, (now_ms() - 30000,)).fetchall()),
+                ("tvf", lambda: inst.execute(f"SELECT {facts} FROM orphaned_runs").fetchall()),
+                ("view", lambda: inst.execute(f"SELECT {facts} FROM run_recovery_orphans").fetchall()),
+            ]
+            for name, q in qs:
+                got = len(q())
+                if got != expect:
+                    raise SystemExit(f"{name} found {got} orphans at {n} runs, expected {expect}")
+            batch = 20
+
+            def rep(q):
+                def run():
+                    for _ in range(batch):
+                        q()
+                return run
+            t = compare([(name, rep(q)) for name, q in qs], batch)
+            which = "every live run stale, small metadata" if all_stale else "20 of 100 live runs stale"
+            table.target(f"orphaned_runs / hand-written, {n} runs, {which}", ratio(t, 1, 0), 1.3)
+            table.target(f"run_recovery_orphans / hand-written, {n} runs, {which}", ratio(t, 2, 0), 1.3)
+            if n == max(SIZES):
+                table.target(f"orphaned_runs at {n} runs, {which}", statistics.median(t[1]) * 1e3, 1.0, "ms")
+            plain.close()
+            inst.close()
+
+
+def main():
+    host = f"SQLite {sqlite3.sqlite_version} (Python {sys.version.split()[0]})"
+    table = Table(host)
+    with tempfile.TemporaryDirectory(prefix="run-recovery-adoption-") as tmp:
+        heartbeats(table, tmp)
+    orphans(table)
+    table.print()
+
+
+if __name__ == "__main__":
+    main()
