@@ -7,7 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { server, launch, profileDir, openExample, query, stopAll, waitFor, until, dialogOf, TARGET } from './harness.mjs';
+import { server, launch, profileDir, openExample, query, stopAll, scoped, waitFor, until, dialogOf, TARGET } from './harness.mjs';
 
 after(stopAll);
 
@@ -64,7 +64,7 @@ async function integrityOk(page) {
   assert.deepEqual(rows.map((r) => Object.values(r)[0]), ['ok']);
 }
 
-test('the tab is closed mid-run: reopened after the threshold, the dialog offers the run at its step, Resume completes it', async () => {
+test('the tab is closed mid-run: reopened after the threshold, the dialog offers the run at its step, Resume completes it', () => scoped(async () => {
   const b = await launch(profileDir('closed'));
   const a = await openExample(b.context, URL_, QUICK);
   const runId = await startAndReach(a, 3);
@@ -122,9 +122,9 @@ test('the tab is closed mid-run: reopened after the threshold, the dialog offers
   for (const r of log) assert.equal(r.leases, r.step <= state.checkpoint_step ? '1' : '2', `step ${r.step} by the right executor`);
   await integrityOk(page);
   await b.close();
-});
+}));
 
-test('the browser is SIGKILLed mid-run: relaunched on the same profile, Mark as failed ends the run (UPPERCASE database), no dialog on reload', async () => {
+test('the browser is SIGKILLed mid-run: relaunched on the same profile, Mark as failed ends the run (UPPERCASE database), no dialog on reload', () => scoped(async () => {
   const profile = profileDir('killed');
   const params = { ...QUICK, status_case: 'upper' };
   let b = await launch(profile);
@@ -157,9 +157,9 @@ test('the browser is SIGKILLed mid-run: relaunched on the same profile, Mark as 
   await until(page, () => Number(document.body.dataset.scans) >= 2); // a periodic rescan too
   assert.equal(await dialog.isVisible(), false, 'no dialog for a failed run');
   await b.close();
-});
+}));
 
-test('Dismiss hides the orphan until it heartbeats again; keyboard (Tab stays inside, Escape dismisses); a run that comes back to life is refused with a message', async () => {
+test('Dismiss hides the orphan until it heartbeats again; keyboard (Tab stays inside, Escape dismisses); a run that comes back to life is refused with a message', () => scoped(async () => {
   const b = await launch(profileDir('dismiss'));
   const a = await openExample(b.context, URL_, QUICK);
   const runId = await startAndReach(a, 2);
@@ -227,9 +227,9 @@ test('Dismiss hides the orphan until it heartbeats again; keyboard (Tab stays in
   await dialog.getByRole('button', { name: 'Close', exact: true }).click();
   await dialog.waitFor({ state: 'hidden' });
   await b.close();
-});
+}));
 
-test('a live run is never offered: not to a second page while it runs, not after a reload while it runs; opfs-sahpool says the database is open in another tab', async () => {
+test('a live run is never offered: not to a second page while it runs, not after a reload while it runs; opfs-sahpool says the database is open in another tab', () => scoped(async () => {
   const b = await launch(profileDir('live'));
   const params = { threshold_ms: 3000, step_ms: 400, steps: 40 };
   const a = await openExample(b.context, URL_, params);
@@ -260,9 +260,9 @@ test('a live run is never offered: not to a second page while it runs, not after
   await p2.getByText(/only one tab at a time can use/).waitFor();
   assert.equal(await p2.getByRole('button', { name: 'Start run' }).isDisabled(), true);
   await b.close();
-});
+}));
 
-test('the zombie: a frozen page whose run is resumed elsewhere wakes up, its writes are refused and it stops with a message', async () => {
+test('the zombie: a frozen page whose run is resumed elsewhere wakes up, its writes are refused and it stops with a message', () => scoped(async () => {
   const b = await launch(profileDir('zombie'));
   const params = { threshold_ms: 2000, step_ms: 400, steps: 10 };
   const zombie = await openExample(b.context, URL_, params);
@@ -306,4 +306,4 @@ test('the zombie: a frozen page whose run is resumed elsewhere wakes up, its wri
   assert.equal(done.lease, 2);
   await integrityOk(rescuer);
   await b.close();
-});
+}));

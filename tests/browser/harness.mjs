@@ -31,6 +31,23 @@ export async function stopAll() {
   }
 }
 
+/** Runs `fn`; whatever it started (browsers, profiles) is stopped when it ends, passed or failed. */
+export async function scoped(fn) {
+  const before = new Set(started);
+  try {
+    return await fn();
+  } finally {
+    for (const stop of started.filter((f) => !before.has(f))) {
+      started.splice(started.indexOf(stop), 1);
+      try {
+        await stop();
+      } catch (e) {
+        console.error('cleanup:', e.message);
+      }
+    }
+  }
+}
+
 /** The example's server on a free port, for the whole test file (OPFS origin = host + port). */
 export async function server() {
   const s = await startServer({ port: 0 });
