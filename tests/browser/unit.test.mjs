@@ -272,3 +272,38 @@ test('the TypeScript declarations (index.d.ts, dialog.d.ts) compile against the 
     assert.fail(`tsc: ${e.stdout}${e.stderr}`);
   }
 });
+
+test('orphans() lists exactly what the installed view run_recovery_orphans lists, in its order', () => {
+  const db = fresh();
+  const statuses = ['running', 'RUNNING', 'Paused', 'preparing', 'REQUIRES_INTERVENTION', 'queued', 'completed', 'FAILED'];
+  const metas = [
+    '{}',
+    null,
+    'not json',
+    '[1, 2]',
+    '{"lastHeartbeat": 5}',
+    '{"operator": "x"}',
+  ];
+  let n = 0;
+  for (const status of statuses) {
+    for (const m of metas) {
+      for (const agoMs of [0, 45000, 3600000]) {
+        const id = `r${String(++n).padStart(3, '0')}`;
+        addRun(db, id, { status, meta: m });
+        const valid = db.selectValue("SELECT CASE WHEN json_valid(properties_json) THEN json_type(properties_json) = 'object' ELSE 0 END FROM protocol_runs WHERE accession_id = ?", [id]);
+        if (valid && agoMs) age(db, id, agoMs);
+      }
+    }
+  }
+  // Some dismissed, one dismissed then heartbeating again.
+  for (const o of rr.orphans(db).filter((_, i) => i % 3 === 0)) {
+    try {
+      rr.recover(db, o.runId, 'dismiss');
+    } catch (e) {
+      assert.equal(e.reason, 'not-json-object', e.message); // listed (it is live and silent) but its metadata is left alone
+    }
+  }
+  const view = db.selectObjects('SELECT run_id, dismissed FROM run_recovery_orphans');
+  assert.ok(view.length > 10, `a meaningful set: ${view.length}`);
+  assert.deepEqual(rr.orphans(db).map((o) => o.runId), view.map((r) => r.run_id));
+});
