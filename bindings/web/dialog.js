@@ -42,6 +42,8 @@ export function refusalText(action, reason, message) {
       return 'This run is no longer running (it completed, failed or was cancelled meanwhile). Nothing was changed here.';
     case 'no-such-run':
       return 'This run no longer exists in the database.';
+    case 'not-json-object':
+      return "This run's metadata is not a JSON object, so it is left exactly as it is: correct it in the app, then decide.";
     case 'too-many-resumes':
       return 'This run was resumed too many times already. Mark it as failed, or dismiss it.';
     default:
