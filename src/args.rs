@@ -4,7 +4,7 @@
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::Result;
 
-use crate::errors::{fail, show};
+use crate::errors::bad_argument;
 
 /// A run id: text or an integer (bound back to SQL as it came, so the
 /// column's affinity applies). NULL, real and blob ids are refused.
@@ -15,9 +15,10 @@ pub fn run_id(func: &str, v: ValueRef<'_>) -> Result<(Value, String)> {
             Ok((Value::Text(s.clone()), s))
         }
         ValueRef::Integer(i) => Ok((Value::Integer(i), i.to_string())),
-        other => Err(fail(
+        other => Err(bad_argument(
             func,
-            format!("run id must be text or an integer, found {}", show(other)),
+            "run id must be text or an integer",
+            other,
         )),
     }
 }
@@ -26,10 +27,20 @@ pub fn run_id(func: &str, v: ValueRef<'_>) -> Result<(Value, String)> {
 pub fn int(func: &str, name: &str, v: ValueRef<'_>, min: i64) -> Result<i64> {
     match v {
         ValueRef::Integer(i) if i >= min => Ok(i),
-        other => Err(fail(
+        other => Err(bad_argument(
             func,
-            format!("{name} must be an integer >= {min}, found {}", show(other)),
+            format_args!("{name} must be an integer >= {min}"),
+            other,
         )),
+    }
+}
+
+/// An integer argument `>= min`, or NULL (`None`): the inputs of
+/// `orphaned_runs`, where NULL gives no rows.
+pub fn int_or_null(func: &str, name: &str, v: ValueRef<'_>, min: i64) -> Result<Option<i64>> {
+    match v {
+        ValueRef::Null => Ok(None),
+        v => int(func, name, v, min).map(Some),
     }
 }
 
@@ -47,24 +58,20 @@ pub fn json_state(func: &str, v: ValueRef<'_>) -> Result<Option<String>> {
         ValueRef::Real(r) if r.is_finite() => Ok(Some(serde_json::Value::from(r).to_string())),
         ValueRef::Text(t) => {
             let s = std::str::from_utf8(t)
-                .map_err(|_| fail(func, format!("state must be JSON text, found {}", show(v))))?;
+                .map_err(|_| bad_argument(func, "state must be JSON text", v))?;
             match serde_json::from_str::<serde_json::Value>(s) {
                 Ok(_) => Ok(Some(s.to_string())),
-                Err(_) => Err(fail(
+                Err(_) => Err(bad_argument(
                     func,
-                    format!(
-                        "state must be JSON text (wrap a plain string in json_quote()), found {}",
-                        show(v)
-                    ),
+                    "state must be JSON text (wrap a plain string in json_quote())",
+                    v,
                 )),
             }
         }
-        other => Err(fail(
+        other => Err(bad_argument(
             func,
-            format!(
-                "state must be JSON text, a number or NULL, found {}",
-                show(other)
-            ),
+            "state must be JSON text, a number or NULL",
+            other,
         )),
     }
 }

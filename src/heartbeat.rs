@@ -12,251 +12,182 @@ use std::sync::Arc;
 
 use rusqlite::functions::Context;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Result};
+use rusqlite::{ffi, params, Connection, OptionalExtension, Result};
 
-use crate::errors::{fail, quote, wrap};
+use crate::errors::Refusal;
 use crate::metadata::{parse, State};
-use crate::state::{now_ms, Installed, Shared};
+use crate::state::{now_ms, Installed, Outcome, Shared};
 use crate::{args, WRITER};
 
-/// Stamps `lastHeartbeat` = `now`; `Some(now)`, or `None` when the statement
-/// changed no row. `config` is the stored config text `inst` was built from.
-pub fn heartbeat(
+/// A stamp asked for: a heartbeat, or a checkpoint (`step`, `state` as JSON
+/// text or NULL) with its heartbeat, fenced with `lease` when given.
+pub(crate) struct Stamp<'a> {
+    pub id: &'a Value,
+    pub lease: Option<i64>,
+    pub checkpoint: Option<(i64, Option<&'a str>)>,
+    pub now: i64,
+}
+
+/// The fast statement: `Some(now)`, or `None` when it changed no row.
+/// `config` is the stored config text `inst` was built from.
+fn attempt(
     conn: &Connection,
     inst: &Installed,
     config: &str,
-    id: &Value,
-    lease: Option<i64>,
-    now: i64,
+    s: &Stamp<'_>,
 ) -> Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached(&inst.sql.heartbeat)?;
-    let changed = stmt.execute(params![id, now, lease, config])?;
-    Ok((changed > 0).then_some(now))
-}
-
-/// Records checkpoint `step` with `state` (JSON text or NULL) and a heartbeat
-/// in one statement; as [`heartbeat`].
-#[allow(clippy::too_many_arguments)]
-pub fn checkpoint(
-    conn: &Connection,
-    inst: &Installed,
-    config: &str,
-    id: &Value,
-    step: i64,
-    state: Option<&str>,
-    lease: Option<i64>,
-    now: i64,
-) -> Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached(&inst.sql.checkpoint)?;
-    let changed = stmt.execute(params![id, now, lease, config, step, state])?;
-    Ok((changed > 0).then_some(now))
-}
-
-/// A stamp request, for the slow path.
-struct Stamp<'a> {
-    func: &'static str,
-    id: &'a Value,
-    id_text: &'a str,
-    lease: Option<i64>,
-    checkpoint: Option<(i64, Option<&'a str>)>,
-    now: i64,
+    let changed = match s.checkpoint {
+        None => conn
+            .prepare_cached(&inst.sql.heartbeat)?
+            .execute(params![s.id, s.now, s.lease, config])?,
+        Some((step, state)) => conn
+            .prepare_cached(&inst.sql.checkpoint)?
+            .execute(params![s.id, s.now, s.lease, config, step, state])?,
+    };
+    Ok((changed > 0).then_some(s.now))
 }
 
 /// When the fast statement changed nothing: says why, or, when nothing is
 /// wrong but the stored heartbeat is ahead of the clock, writes with that
 /// heartbeat kept and returns it.
-fn slow_path(conn: &Connection, inst: &Installed, config: &str, s: &Stamp<'_>) -> Result<i64> {
-    let step = s.checkpoint.map(|c| c.0);
-    if let Some(e) = check(conn, inst, s.func, s.id, s.id_text, s.lease, step) {
-        return Err(e);
-    }
+fn slow_path(conn: &Connection, inst: &Installed, config: &str, s: &Stamp<'_>) -> Outcome<i64> {
+    check(conn, inst, s)?;
+    let forward = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Option<i64>> {
+        conn.prepare_cached(sql)?
+            .query_row(p, |r| r.get::<_, i64>(0))
+            .optional()
+    };
     let out = match s.checkpoint {
-        None => conn
-            .prepare_cached(&inst.sql.heartbeat_forward)?
-            .query_row(params![s.id, s.now, s.lease, config], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?,
-        Some((step, state)) => conn
-            .prepare_cached(&inst.sql.checkpoint_forward)?
-            .query_row(params![s.id, s.now, s.lease, config, step, state], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?,
+        None => forward(
+            &inst.sql.heartbeat_forward,
+            params![s.id, s.now, s.lease, config],
+        )?,
+        Some((step, state)) => forward(
+            &inst.sql.checkpoint_forward,
+            params![s.id, s.now, s.lease, config, step, state],
+        )?,
     };
-    out.ok_or_else(|| diagnose(conn, inst, s.func, s.id, s.id_text, s.lease, step))
+    match out {
+        Some(hb) => Ok(hb),
+        None => {
+            // Changed under us: say what is wrong now, if anything.
+            check(conn, inst, s)?;
+            Err(Refusal::ChangedWhileStamped.into())
+        }
+    }
 }
 
-/// Says why a stamp changed no row. Reads the row; changes nothing.
-pub fn diagnose(
-    conn: &Connection,
-    inst: &Installed,
-    func: &str,
-    id: &Value,
-    id_text: &str,
-    lease: Option<i64>,
-    step: Option<i64>,
-) -> rusqlite::Error {
-    check(conn, inst, func, id, id_text, lease, step).unwrap_or_else(|| {
-        fail(
-            func,
-            format!(
-                "run {} changed while it was being stamped; try again",
-                quote(id_text)
-            ),
-        )
-    })
-}
-
-/// The first precondition of a stamp that the row fails, if any.
-fn check(
-    conn: &Connection,
-    inst: &Installed,
-    func: &str,
-    id: &Value,
-    id_text: &str,
-    lease: Option<i64>,
-    step: Option<i64>,
-) -> Option<rusqlite::Error> {
-    let row: Option<(Option<String>, Option<String>)> = match conn
-        .prepare_cached(&inst.sql.read_row)
-        .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-    {
-        Ok(row) => row,
-        Err(e) => return Some(wrap(func, e)),
-    };
+/// The first precondition of a stamp that the row fails, as a refusal.
+/// Reads the row; changes nothing.
+fn check(conn: &Connection, inst: &Installed, s: &Stamp<'_>) -> Outcome<()> {
+    let row: Option<(Option<String>, Option<String>)> = conn
+        .prepare_cached(&inst.sql.read_row)?
+        .query_row([s.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
     let Some((status, meta)) = row else {
-        return Some(fail(
-            func,
-            format!("no run with {} {}", inst.cfg.id_column, quote(id_text)),
-        ));
+        return Err(Refusal::NoSuchRun {
+            id_column: inst.cfg.id_column.clone(),
+        }
+        .into());
     };
     let status = status.unwrap_or_default();
     if !inst.cfg.is_live(&status) {
-        return Some(fail(
-            func,
-            format!(
-                "run {} is not live, found status {}; only a run in {} has an executor to stamp it",
-                quote(id_text),
-                quote(&status),
-                inst.cfg.live_statuses.join(", ")
-            ),
-        ));
+        return Err(Refusal::NotLive {
+            status,
+            live_statuses: inst.cfg.live_statuses.clone(),
+        }
+        .into());
     }
-    let m = match parse(func, id_text, meta.as_deref()) {
-        Ok(m) => m,
-        Err(msg) => return Some(rusqlite::Error::UserFunctionError(msg.into())),
-    };
-    let st = State::of(&m);
-    if let Some(l) = lease {
-        if l != st.lease {
-            return Some(fail(
-                func,
-                format!(
-                    "stale lease {l} for run {}, found lease {}: the run was recovered by another client, \
-                     this executor must stop",
-                    quote(id_text),
-                    st.lease
-                ),
-            ));
+    let st = State::of(&parse(meta.as_deref())?);
+    if let Some(given) = s.lease {
+        if given != st.lease {
+            return Err(Refusal::StaleLease {
+                given,
+                found: st.lease,
+            }
+            .into());
         }
     }
-    if let (Some(step), Some(current)) = (step, st.checkpoint_step) {
-        if step < current {
-            return Some(fail(
-                func,
-                format!(
-                    "step {step} of run {} is behind its committed checkpoint, found checkpointStep {current}",
-                    quote(id_text)
-                ),
-            ));
+    if let (Some((step, _)), Some(found)) = (s.checkpoint, st.checkpoint_step) {
+        if step < found {
+            return Err(Refusal::StepBehind { step, found }.into());
         }
     }
-    None
+    Ok(())
 }
 
-pub fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
+/// Stamps `s` on the connection of the SQL function call `ctx`.
+pub(crate) fn stamp(shared: &Shared, ctx: &Context<'_>, s: &Stamp<'_>) -> Outcome<i64> {
+    shared.run_fast(
+        ctx,
+        |conn, inst, config| attempt(conn, inst, config, s),
+        |conn, inst, config| slow_path(conn, inst, config, s),
+    )
+}
+
+/// Stamps `s` on `handle` (the pulse's own connection).
+///
+/// # Safety
+/// As [`Shared::run_on`]: `handle` is the open connection `shared` was
+/// registered on, used on this thread for the call.
+pub(crate) unsafe fn stamp_on(
+    shared: &Shared,
+    handle: *mut ffi::sqlite3,
+    s: &Stamp<'_>,
+) -> Outcome<i64> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        shared.run_fast_on(
+            handle,
+            |conn, inst, config| attempt(conn, inst, config, s),
+            |conn, inst, config| slow_path(conn, inst, config, s),
+        )
+    }
+}
+
+pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
     for n_arg in [1, 2] {
         let shared = shared.clone();
         db.create_scalar_function(c"run_heartbeat", n_arg, WRITER, move |ctx| {
-            sql_heartbeat(ctx, &shared)
+            sql_stamp(ctx, &shared, false)
         })?;
     }
     for n_arg in [2, 3, 4] {
         let shared = shared.clone();
         db.create_scalar_function(c"run_checkpoint", n_arg, WRITER, move |ctx| {
-            sql_checkpoint(ctx, &shared)
+            sql_stamp(ctx, &shared, true)
         })?;
     }
     Ok(())
 }
 
-fn sql_heartbeat(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
-    const F: &str = "run_heartbeat";
-    let (id, id_text) = args::run_id(F, ctx.get_raw(0))?;
-    let lease = match ctx.len() {
-        2 => Some(args::lease(F, ctx.get_raw(1))?),
-        _ => None,
+/// `run_heartbeat(id [, lease])` and `run_checkpoint(id, step [, state [, lease]])`.
+fn sql_stamp(ctx: &Context<'_>, shared: &Shared, is_checkpoint: bool) -> Result<i64> {
+    let func = if is_checkpoint {
+        "run_checkpoint"
+    } else {
+        "run_heartbeat"
     };
-    let stamp = Stamp {
-        func: F,
-        id: &id,
-        id_text: &id_text,
-        lease,
-        checkpoint: None,
-        now: now_ms(),
-    };
-    // SAFETY: the handle is only used on this thread, during this call.
-    let handle = unsafe { ctx.get_connection()?.handle() };
-    shared
-        .run_fast(
-            handle,
-            F,
-            |conn, inst, config| heartbeat(conn, inst, config, &id, lease, stamp.now),
-            |conn, inst, config| slow_path(conn, inst, config, &stamp),
-        )
-        .map_err(|e| wrap(F, e))
-}
-
-fn sql_checkpoint(ctx: &Context<'_>, shared: &Shared) -> Result<i64> {
-    const F: &str = "run_checkpoint";
-    let (id, id_text) = args::run_id(F, ctx.get_raw(0))?;
-    let step = args::int(F, "step", ctx.get_raw(1), 0)?;
-    let state = match ctx.len() {
-        n if n >= 3 => args::json_state(F, ctx.get_raw(2))?,
-        _ => None,
+    let (id, id_text) = args::run_id(func, ctx.get_raw(0))?;
+    let (checkpoint, state, lease_at) = if is_checkpoint {
+        let step = args::int(func, "step", ctx.get_raw(1), 0)?;
+        let state = match ctx.len() {
+            n if n >= 3 => args::json_state(func, ctx.get_raw(2))?,
+            _ => None,
+        };
+        (Some(step), state, 3)
+    } else {
+        (None, None, 1)
     };
     let lease = match ctx.len() {
-        4 => Some(args::lease(F, ctx.get_raw(3))?),
+        n if n > lease_at => Some(args::lease(func, ctx.get_raw(lease_at))?),
         _ => None,
     };
-    let stamp = Stamp {
-        func: F,
+    let s = Stamp {
         id: &id,
-        id_text: &id_text,
         lease,
-        checkpoint: Some((step, state.as_deref())),
+        checkpoint: checkpoint.map(|step| (step, state.as_deref())),
         now: now_ms(),
     };
-    // SAFETY: the handle is only used on this thread, during this call.
-    let handle = unsafe { ctx.get_connection()?.handle() };
-    shared
-        .run_fast(
-            handle,
-            F,
-            |conn, inst, config| {
-                checkpoint(
-                    conn,
-                    inst,
-                    config,
-                    &id,
-                    step,
-                    state.as_deref(),
-                    lease,
-                    stamp.now,
-                )
-            },
-            |conn, inst, config| slow_path(conn, inst, config, &stamp),
-        )
-        .map_err(|e| wrap(F, e))
+    stamp(shared, ctx, &s).map_err(|f| f.into_sql(func, &id_text))
 }

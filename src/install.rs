@@ -5,92 +5,77 @@ use std::sync::Arc;
 
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, Result};
+use rusqlite::{Connection, Result};
 
 use crate::config::Config;
-use crate::errors::{fail, not_installed, quote, show, wrap};
-use crate::sqlgen::{install_script, uninstall_script, SETTINGS_TABLE};
+use crate::errors::{bad_argument, Failure, Refusal};
+use crate::sqlgen::{install_script, uninstall_script};
+use crate::state::{stored_config, Outcome, Shared};
 use crate::{READER, WRITER};
 
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 pub const SOURCE: &str = env!("RUN_RECOVERY_SOURCE");
 
-/// The config stored by an earlier install, if any.
-pub fn stored_config(conn: &Connection) -> Option<Config> {
-    let text: String = conn
-        .query_row(
-            &format!("SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config'"),
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .ok()
-        .flatten()?;
-    Config::from_stored(&text).ok()
-}
-
 /// Installs (or upgrades) the pure-SQL layer; returns the effective config.
 /// `config` keys override the stored config (or the defaults on a first install).
-pub fn install(conn: &Connection, config: Option<&str>) -> Result<Config> {
-    const F: &str = "run_recovery_install";
-    let mut cfg = stored_config(conn).unwrap_or_default();
+fn install(conn: &Connection, config: Option<&str>) -> Outcome<Config> {
+    let mut cfg = match stored_config(conn) {
+        Ok(cfg) => cfg,
+        // A first install, or one over a stored config that no longer reads.
+        Err(Failure::Refused(Refusal::NotInstalled | Refusal::StoredConfigUnreadable(_))) => {
+            Config::default()
+        }
+        Err(e) => return Err(e),
+    };
     let explicit: serde_json::Map<String, serde_json::Value> = match config {
         Some(text) => {
-            cfg.apply(F, text)
-                .map_err(|m| rusqlite::Error::UserFunctionError(m.into()))?;
+            cfg.apply_json(text).map_err(Refusal::BadConfig)?;
             serde_json::from_str(text).unwrap_or_default()
         }
         None => Default::default(),
     };
-    let columns = table_columns(conn, &cfg.table).map_err(|e| wrap(F, e))?;
+    let columns = table_columns(conn, &cfg.table)?;
     if columns.is_empty() {
-        return Err(fail(
-            F,
-            format!(
-                "no table {} in the main database (config key 'table')",
-                quote(&cfg.table)
-            ),
-        ));
+        return Err(Refusal::NoTable {
+            table: cfg.table.clone(),
+        }
+        .into());
     }
     let has = |c: &str| columns.iter().any(|x| x.eq_ignore_ascii_case(c));
+    let missing = |key: &'static str, column: &str| Refusal::NoColumn {
+        table: cfg.table.clone(),
+        column: column.to_string(),
+        key,
+    };
     for (key, col) in [
         ("id_column", &cfg.id_column),
         ("status_column", &cfg.status_column),
         ("metadata_column", &cfg.metadata_column),
     ] {
         if !has(col) {
-            return Err(fail(
-                F,
-                format!(
-                    "table {} has no column {} (config key '{key}')",
-                    quote(&cfg.table),
-                    quote(col)
-                ),
-            ));
+            return Err(missing(key, col).into());
         }
     }
-    for (key, col) in [
-        ("name_column", &mut cfg.name_column),
-        ("end_time_column", &mut cfg.end_time_column),
-        ("updated_at_column", &mut cfg.updated_at_column),
-    ] {
+    let mut optional = [
+        ("name_column", cfg.name_column.clone()),
+        ("end_time_column", cfg.end_time_column.clone()),
+        ("updated_at_column", cfg.updated_at_column.clone()),
+    ];
+    for (key, col) in &mut optional {
         if let Some(c) = col.as_deref() {
             if !has(c) {
-                if explicit.contains_key(key) {
-                    return Err(fail(
-                        F,
-                        format!(
-                            "table {} has no column {} (config key '{key}')",
-                            quote(&cfg.table),
-                            quote(c)
-                        ),
-                    ));
+                if explicit.contains_key(*key) {
+                    return Err(missing(key, c).into());
                 }
                 *col = None;
             }
         }
     }
-    in_savepoint(conn, F, |conn| {
+    let [(_, name), (_, end_time), (_, updated_at)] = optional;
+    cfg.name_column = name;
+    cfg.end_time_column = end_time;
+    cfg.updated_at_column = updated_at;
+    in_savepoint(conn, |conn| {
         for stmt in install_script(&cfg) {
             conn.execute_batch(&stmt)?;
         }
@@ -100,10 +85,9 @@ pub fn install(conn: &Connection, config: Option<&str>) -> Result<Config> {
 }
 
 /// Drops every object install made; run data stays as it is.
-pub fn uninstall(conn: &Connection) -> Result<Config> {
-    const F: &str = "run_recovery_uninstall";
-    let cfg = stored_config(conn).ok_or_else(|| not_installed(F))?;
-    in_savepoint(conn, F, |conn| {
+fn uninstall(conn: &Connection) -> Outcome<Config> {
+    let cfg = stored_config(conn)?;
+    in_savepoint(conn, |conn| {
         for stmt in uninstall_script(true) {
             conn.execute_batch(&stmt)?;
         }
@@ -113,21 +97,14 @@ pub fn uninstall(conn: &Connection) -> Result<Config> {
 }
 
 /// Runs `f` inside a savepoint: all of it happens, or none of it.
-fn in_savepoint(
-    conn: &Connection,
-    func: &str,
-    f: impl FnOnce(&Connection) -> Result<()>,
-) -> Result<()> {
-    conn.execute_batch("SAVEPOINT run_recovery_install")
-        .map_err(|e| wrap(func, e))?;
+fn in_savepoint(conn: &Connection, f: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
+    conn.execute_batch("SAVEPOINT run_recovery_install")?;
     match f(conn) {
-        Ok(()) => conn
-            .execute_batch("RELEASE run_recovery_install")
-            .map_err(|e| wrap(func, e)),
+        Ok(()) => conn.execute_batch("RELEASE run_recovery_install"),
         Err(e) => {
             let _ = conn
                 .execute_batch("ROLLBACK TO run_recovery_install; RELEASE run_recovery_install");
-            Err(wrap(func, e))
+            Err(e)
         }
     }
 }
@@ -140,7 +117,7 @@ fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
     Ok(cols)
 }
 
-pub fn debug_info() -> serde_json::Value {
+fn debug_info() -> serde_json::Value {
     serde_json::json!({
         "version": VERSION,
         "source": SOURCE,
@@ -149,7 +126,7 @@ pub fn debug_info() -> serde_json::Value {
     })
 }
 
-pub fn register(db: &Connection, shared: &Arc<crate::state::Shared>) -> Result<()> {
+pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
     for n_arg in [0, 1] {
         db.create_scalar_function(c"run_recovery_install", n_arg, WRITER, |ctx| {
             const F: &str = "run_recovery_install";
@@ -158,28 +135,19 @@ pub fn register(db: &Connection, shared: &Arc<crate::state::Shared>) -> Result<(
                 _ => match ctx.get_raw(0) {
                     ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
                     ValueRef::Null => None,
-                    other => {
-                        return Err(fail(
-                            F,
-                            format!("config must be JSON text, found {}", show(other)),
-                        ))
-                    }
+                    other => return Err(bad_argument(F, "config must be JSON text", other)),
                 },
             };
-            with_conn(ctx, |conn| install(conn, config.as_deref()))
+            with_conn(ctx, F, |conn| install(conn, config.as_deref()))
                 .map(|cfg| cfg.to_json().to_string())
         })?;
     }
     db.create_scalar_function(c"run_recovery_uninstall", 0, WRITER, |ctx| {
-        with_conn(ctx, uninstall)
+        with_conn(ctx, "run_recovery_uninstall", uninstall)
             .map(|cfg| serde_json::json!({"uninstalled": true, "table": cfg.table}).to_string())
     })?;
     db.create_scalar_function(c"run_recovery_config", 0, READER, |ctx| {
-        with_conn(ctx, |conn| {
-            stored_config(conn)
-                .map(|c| c.to_json().to_string())
-                .ok_or_else(|| not_installed("run_recovery_config"))
-        })
+        with_conn(ctx, "run_recovery_config", stored_config).map(|c| c.to_json().to_string())
     })?;
     db.create_scalar_function(
         c"run_recovery_version",
@@ -191,13 +159,20 @@ pub fn register(db: &Connection, shared: &Arc<crate::state::Shared>) -> Result<(
     db.create_scalar_function(c"run_recovery_debug", 0, READER, move |_| {
         let mut info = debug_info();
         info["statement_cache"] = shared.cache_in_use().into();
+        info["pulses"] = shared.pulses.to_json();
         Ok(info.to_string())
     })?;
     Ok(())
 }
 
-fn with_conn<R>(ctx: &Context<'_>, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+/// Runs `f` on the connection of the call `ctx` of SQL function `func`; its
+/// failure becomes `func`'s error.
+fn with_conn<R>(
+    ctx: &Context<'_>,
+    func: &str,
+    f: impl FnOnce(&Connection) -> Outcome<R>,
+) -> Result<R> {
     // SAFETY: the connection is the caller's, used on this thread during this call.
     let conn = unsafe { ctx.get_connection() }?;
-    f(&conn)
+    f(&conn).map_err(|e| e.into_sql(func, ""))
 }

@@ -19,14 +19,15 @@ use rusqlite::{Connection, Result};
 mod args;
 pub mod config;
 pub mod errors;
-pub mod heartbeat;
+mod heartbeat;
 pub mod install;
-pub mod metadata;
+mod metadata;
 mod orphans;
 mod pulse;
-pub mod recover;
+mod recover;
 pub mod sqlgen;
 mod state;
+pub use metadata::Action;
 pub use state::now_ms;
 
 /// Flags of functions that write: never callable from a view or trigger of
@@ -37,8 +38,9 @@ pub(crate) const WRITER: FunctionFlags =
 pub(crate) const READER: FunctionFlags =
     FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
 
-/// The host table of the spec (`sql/protocol_runs.sql`): what the app
-/// creates; run_recovery never changes it. Used by the demo and the tests.
+/// The host table (`sql/protocol_runs.sql`). Not part of the API: kept only
+/// until `benches/` reads the file itself, like the tests and the demo do.
+#[doc(hidden)]
 pub const SPEC_SCHEMA: &str = include_str!("../sql/protocol_runs.sql");
 
 /// Every SQL function and module run_recovery registers.
@@ -58,6 +60,11 @@ pub const FUNCTIONS: [&str; 11] = [
 
 /// Registers every function and the `orphaned_runs` table on `db`.
 pub fn register(db: &Connection) -> Result<()> {
+    register_state(db).map(|_| ())
+}
+
+/// [`register`], returning the connection's state (the pulse keeps its own).
+fn register_state(db: &Connection) -> Result<Arc<state::Shared>> {
     let shared = Arc::new(state::Shared::default());
     install::register(db, &shared)?;
     heartbeat::register(db, &shared)?;
@@ -72,7 +79,7 @@ pub fn register(db: &Connection) -> Result<()> {
     // Connect the eponymous table now: the statement cache is tied to it
     // (see state.rs), and SQLite disconnects it before closing.
     db.prepare("SELECT 1 FROM orphaned_runs WHERE 0")?;
-    Ok(())
+    Ok(shared)
 }
 
 /// Entry point for `sqlite3_load_extension` (`.load ./dist/run_recovery`).

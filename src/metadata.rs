@@ -9,29 +9,37 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::{in_case_of, is_terminal, Config};
-use crate::errors::quote;
+use crate::errors::Refusal;
+
+/// The recovery keys of the metadata object, the one place their names are
+/// spelled in Rust.
+pub(crate) mod key {
+    pub const LAST_HEARTBEAT: &str = "lastHeartbeat";
+    pub const CHECKPOINT_STEP: &str = "checkpointStep";
+    pub const CHECKPOINT_STATE: &str = "checkpointState";
+    pub const LEASE: &str = "lease";
+    pub const RESUMES: &str = "resumes";
+    pub const DISMISSED_HEARTBEAT: &str = "dismissedHeartbeat";
+    pub const RECOVERY_LOG: &str = "recoveryLog";
+}
 
 pub type Object = Map<String, Value>;
 
 /// Parses the metadata column. NULL is an empty object; anything that is not
 /// a JSON object is refused, never overwritten.
-pub fn parse(func: &str, run_id: &str, text: Option<&str>) -> Result<Object, String> {
+pub(crate) fn parse(text: Option<&str>) -> Result<Object, Refusal> {
     let Some(text) = text else {
         return Ok(Object::new());
     };
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(format!(
-            "{func}: metadata of run {} is a JSON {}, not an object; it is left as it is, found {}",
-            quote(run_id),
-            kind(&other),
-            quote(text)
-        )),
-        Err(_) => Err(format!(
-            "{func}: metadata of run {} is not valid JSON; it is left as it is, found {}",
-            quote(run_id),
-            quote(text)
-        )),
+        Ok(other) => Err(Refusal::NotObject {
+            kind: kind(&other),
+            text: text.to_string(),
+        }),
+        Err(_) => Err(Refusal::NotJson {
+            text: text.to_string(),
+        }),
     }
 }
 
@@ -81,12 +89,12 @@ pub struct State {
 impl State {
     pub fn of(m: &Object) -> State {
         State {
-            last_heartbeat: sql_int(m.get("lastHeartbeat")),
-            lease: sql_int(m.get("lease")).unwrap_or(1),
-            resumes: sql_int(m.get("resumes")).unwrap_or(0),
-            checkpoint_step: sql_int(m.get("checkpointStep")),
-            checkpoint_state: m.get("checkpointState").cloned().unwrap_or(Value::Null),
-            dismissed_heartbeat: sql_int(m.get("dismissedHeartbeat")),
+            last_heartbeat: sql_int(m.get(key::LAST_HEARTBEAT)),
+            lease: sql_int(m.get(key::LEASE)).unwrap_or(1),
+            resumes: sql_int(m.get(key::RESUMES)).unwrap_or(0),
+            checkpoint_step: sql_int(m.get(key::CHECKPOINT_STEP)),
+            checkpoint_state: m.get(key::CHECKPOINT_STATE).cloned().unwrap_or(Value::Null),
+            dismissed_heartbeat: sql_int(m.get(key::DISMISSED_HEARTBEAT)),
         }
     }
 
@@ -132,21 +140,34 @@ pub struct Decision {
     pub outcome: Value,
 }
 
-/// Decides `action` on a run read as (`status`, `m`) at `now`, or says why not.
-/// This is the compare half of recover_run's compare-and-set.
-pub fn decide(
-    cfg: &Config,
-    run_id: &str,
-    status: &str,
-    m: &Object,
-    action: Action,
-    threshold_ms: i64,
-    now: i64,
-) -> Result<Decision, String> {
-    let f = "recover_run";
+/// A run as read from its row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run<'a> {
+    pub id: &'a str,
+    pub status: &'a str,
+    pub metadata: &'a Object,
+}
+
+/// A recovery asked for: what, with which threshold, at what time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    pub action: Action,
+    pub threshold_ms: i64,
+    pub now: i64,
+}
+
+/// Decides `req` on `run`, or says why not. This is the compare half of
+/// recover_run's compare-and-set.
+pub(crate) fn decide(cfg: &Config, run: Run<'_>, req: Request) -> Result<Decision, Refusal> {
+    let Request {
+        action,
+        threshold_ms,
+        now,
+    } = req;
+    let (status, m) = (run.status, run.metadata);
     let st = State::of(m);
     let last_record = m
-        .get("recoveryLog")
+        .get(key::RECOVERY_LOG)
         .and_then(Value::as_array)
         .and_then(|log| log.last());
     let recovered_since_heartbeat = last_record.is_some_and(|r| {
@@ -156,46 +177,32 @@ pub fn decide(
         // (a checkpoint in the same millisecond as the recovery is progress).
         action != "dismiss"
             && at >= st.last_heartbeat.unwrap_or(0)
-            && sql_int(r.get("checkpointStep")) == st.checkpoint_step
+            && sql_int(r.get(key::CHECKPOINT_STEP)) == st.checkpoint_step
     });
     if !cfg.is_live(status) {
         if recovered_since_heartbeat && is_terminal(status) {
-            return Err(already(run_id, last_record, now, &st));
+            return Err(already(last_record, now, &st));
         }
-        return Err(format!(
-            "{f}: run {} is not live, found status {}; only runs in {} can be orphaned",
-            quote(run_id),
-            quote(status),
-            cfg.live_statuses.join(", ")
-        ));
+        return Err(Refusal::NotLive {
+            status: status.to_string(),
+            live_statuses: cfg.live_statuses.clone(),
+        });
     }
     let age = now.saturating_sub(st.last_heartbeat.unwrap_or(0));
     if age <= threshold_ms {
         if recovered_since_heartbeat {
-            return Err(already(run_id, last_record, now, &st));
+            return Err(already(last_record, now, &st));
         }
-        let when = if age < 0 {
-            format!(
-                "last heartbeat {} ms in the future (another host's clock?)",
-                -age
-            )
-        } else {
-            format!("last heartbeat {age} ms ago")
-        };
-        return Err(format!(
-            "{f}: run {} is still alive: {when}, threshold {threshold_ms} ms",
-            quote(run_id)
-        ));
+        return Err(Refusal::StillAlive {
+            age_ms: age,
+            threshold_ms,
+        });
     }
     // Resume and fail take the run away from its executor: the lease goes up.
     let bumped = || {
-        st.lease.checked_add(1).ok_or_else(|| {
-            format!(
-                "{f}: run {} cannot be recovered: its lease cannot be bumped, found lease {}",
-                quote(run_id),
-                st.lease
-            )
-        })
+        st.lease
+            .checked_add(1)
+            .ok_or(Refusal::LeaseOverflow { lease: st.lease })
     };
     let mut out = m.clone();
     let mut new_status = status.to_string();
@@ -203,38 +210,32 @@ pub fn decide(
     match action {
         Action::Resume => {
             if st.resumes >= cfg.max_resumes {
-                return Err(format!(
-                    "{f}: run {} was already resumed {} times, found max_resumes {}; \
-                     mark it as failed instead: SELECT recover_run({}, 'fail')",
-                    quote(run_id),
-                    st.resumes,
-                    cfg.max_resumes,
-                    quote(run_id)
-                ));
+                return Err(Refusal::TooManyResumes {
+                    resumes: st.resumes,
+                    max_resumes: cfg.max_resumes,
+                });
             }
             lease_after = bumped()?;
             out.insert(
-                "lastHeartbeat".into(),
+                key::LAST_HEARTBEAT.into(),
                 json!(now.max(st.last_heartbeat.unwrap_or(0))),
             );
-            out.insert("lease".into(), json!(lease_after));
-            out.insert("resumes".into(), json!(st.resumes.saturating_add(1)));
+            out.insert(key::LEASE.into(), json!(lease_after));
+            out.insert(key::RESUMES.into(), json!(st.resumes.saturating_add(1)));
         }
         Action::Fail => {
             lease_after = bumped()?;
             new_status = in_case_of(status, "failed");
-            out.insert("lease".into(), json!(lease_after));
+            out.insert(key::LEASE.into(), json!(lease_after));
         }
         Action::Dismiss => {
             if st.dismissed() {
-                return Err(format!(
-                    "{f}: run {} was already dismissed at heartbeat {}; it shows again once it heartbeats",
-                    quote(run_id),
-                    st.last_heartbeat.unwrap_or(0)
-                ));
+                return Err(Refusal::AlreadyDismissed {
+                    heartbeat: st.last_heartbeat.unwrap_or(0),
+                });
             }
             out.insert(
-                "dismissedHeartbeat".into(),
+                key::DISMISSED_HEARTBEAT.into(),
                 json!(st.last_heartbeat.unwrap_or(0)),
             );
         }
@@ -249,15 +250,15 @@ pub fn decide(
         "leaseBefore": st.lease,
         "leaseAfter": lease_after,
     });
-    match out.get_mut("recoveryLog") {
+    match out.get_mut(key::RECOVERY_LOG) {
         Some(Value::Array(log)) => log.push(record),
         _ => {
-            out.insert("recoveryLog".into(), Value::Array(vec![record]));
+            out.insert(key::RECOVERY_LOG.into(), Value::Array(vec![record]));
         }
     }
     let after = State::of(&out);
     let outcome = json!({
-        "run_id": run_id,
+        "run_id": run.id,
         "action": action.name(),
         "status": new_status,
         "previous_status": status,
@@ -275,18 +276,17 @@ pub fn decide(
     })
 }
 
-fn already(run_id: &str, record: Option<&Value>, now: i64, st: &State) -> String {
+fn already(record: Option<&Value>, now: i64, st: &State) -> Refusal {
     let action = record
         .and_then(|r| r.get("action"))
         .and_then(Value::as_str)
         .unwrap_or("recover");
     let at = record.and_then(|r| sql_int(r.get("at"))).unwrap_or(now);
-    format!(
-        "recover_run: run {} was already recovered by another client ({action}, {} ms ago); it now holds lease {}",
-        quote(run_id),
-        (now - at).max(0),
-        st.lease
-    )
+    Refusal::AlreadyRecovered {
+        action: action.to_string(),
+        ago_ms: now.saturating_sub(at).max(0),
+        lease: st.lease,
+    }
 }
 
 /// The ISO-8601 UTC text of a Unix epoch millisecond (`2026-11-24T05:28:54.123Z`).
@@ -317,19 +317,50 @@ mod tests {
     use super::*;
 
     fn obj(s: &str) -> Object {
-        parse("t", "r", Some(s)).unwrap()
+        parse(Some(s)).unwrap()
+    }
+
+    /// `decide` on run "r".
+    fn dec(
+        cfg: &Config,
+        status: &str,
+        m: &Object,
+        action: Action,
+        threshold_ms: i64,
+        now: i64,
+    ) -> Result<Decision, Refusal> {
+        let run = Run {
+            id: "r",
+            status,
+            metadata: m,
+        };
+        decide(
+            cfg,
+            run,
+            Request {
+                action,
+                threshold_ms,
+                now,
+            },
+        )
     }
 
     #[test]
     fn parse_refuses_what_is_not_an_object() {
-        assert!(parse("f", "r", None).unwrap().is_empty());
-        let e = parse("run_heartbeat", "r1", Some("[1,2]")).unwrap_err();
-        assert!(
-            e.contains("is a JSON array") && e.contains("found '[1,2]'"),
-            "{e}"
+        assert!(parse(None).unwrap().is_empty());
+        assert_eq!(
+            parse(Some("[1,2]")).unwrap_err(),
+            Refusal::NotObject {
+                kind: "array",
+                text: "[1,2]".into()
+            }
         );
-        let e = parse("run_heartbeat", "r1", Some("{oops")).unwrap_err();
-        assert!(e.contains("not valid JSON") && e.contains("'{oops'"), "{e}");
+        assert_eq!(
+            parse(Some("{oops")).unwrap_err(),
+            Refusal::NotJson {
+                text: "{oops".into()
+            }
+        );
     }
 
     #[test]
@@ -347,9 +378,8 @@ mod tests {
         let m = obj(
             r#"{"z":1,"a":2,"lastHeartbeat":1000,"checkpointStep":4,"checkpointState":{"w":7}}"#,
         );
-        let d = decide(
+        let d = dec(
             &Config::default(),
-            "r",
             "RUNNING",
             &m,
             Action::Resume,
@@ -371,7 +401,7 @@ mod tests {
     #[test]
     fn fail_writes_failed_in_the_rows_case() {
         let m = obj(r#"{"lastHeartbeat":1}"#);
-        let d = decide(&Config::default(), "r", "Paused", &m, Action::Fail, 10, 100).unwrap();
+        let d = dec(&Config::default(), "Paused", &m, Action::Fail, 10, 100).unwrap();
         assert_eq!(d.status, "Failed");
         assert_eq!(d.metadata["lease"], 2);
     }
@@ -380,13 +410,10 @@ mod tests {
     fn extreme_values_are_refused_or_handled_without_overflow() {
         let cfg = Config::default();
         let m = obj(r#"{"lastHeartbeat":1,"lease":9223372036854775807}"#);
-        let e = decide(&cfg, "r", "running", &m, Action::Resume, 30, 100).unwrap_err();
-        assert!(
-            e.contains("lease cannot be bumped, found lease 9223372036854775807"),
-            "{e}"
-        );
+        let e = dec(&cfg, "running", &m, Action::Resume, 30, 100).unwrap_err();
+        assert_eq!(e, Refusal::LeaseOverflow { lease: i64::MAX });
         let m = obj(r#"{"lastHeartbeat":-9223372036854775808}"#);
-        let d = decide(&cfg, "r", "running", &m, Action::Fail, 30, 100).unwrap();
+        let d = dec(&cfg, "running", &m, Action::Fail, 30, 100).unwrap();
         assert_eq!(d.status, "failed");
     }
 
@@ -394,53 +421,68 @@ mod tests {
     fn a_checkpoint_in_the_same_millisecond_as_a_resume_is_life() {
         let cfg = Config::default();
         let m = obj(r#"{"lastHeartbeat":1,"checkpointStep":2}"#);
-        let mut after = decide(&cfg, "r", "running", &m, Action::Resume, 30, 100)
+        let mut after = dec(&cfg, "running", &m, Action::Resume, 30, 100)
             .unwrap()
             .metadata;
         after.insert("checkpointStep".into(), json!(3));
-        let e = decide(&cfg, "r", "running", &after, Action::Resume, 30, 100).unwrap_err();
-        assert!(e.contains("still alive"), "{e}");
+        let e = dec(&cfg, "running", &after, Action::Resume, 30, 100).unwrap_err();
+        assert!(matches!(e, Refusal::StillAlive { .. }), "{e:?}");
     }
 
     #[test]
     fn refusals_say_why() {
         let cfg = Config::default();
         let m = obj(r#"{"lastHeartbeat":90}"#);
-        let e = decide(&cfg, "r", "running", &m, Action::Fail, 30, 100).unwrap_err();
-        assert!(e.contains("still alive: last heartbeat 10 ms ago"), "{e}");
+        let e = dec(&cfg, "running", &m, Action::Fail, 30, 100).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal::StillAlive {
+                age_ms: 10,
+                threshold_ms: 30
+            }
+        );
         let ahead = obj(r#"{"lastHeartbeat":150}"#);
-        let e = decide(&cfg, "r", "running", &ahead, Action::Fail, 30, 100).unwrap_err();
-        assert!(e.contains("last heartbeat 50 ms in the future"), "{e}");
-        let e = decide(&cfg, "r", "completed", &m, Action::Fail, 30, 100).unwrap_err();
-        assert!(e.contains("not live, found status 'completed'"), "{e}");
+        let e = dec(&cfg, "running", &ahead, Action::Fail, 30, 100).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal::StillAlive {
+                age_ms: -50,
+                threshold_ms: 30
+            }
+        );
+        let e = dec(&cfg, "completed", &m, Action::Fail, 30, 100).unwrap_err();
+        assert!(
+            matches!(&e, Refusal::NotLive { status, .. } if status == "completed"),
+            "{e:?}"
+        );
         let m = obj(r#"{"lastHeartbeat":1,"resumes":3}"#);
-        let e = decide(&cfg, "r", "running", &m, Action::Resume, 30, 100).unwrap_err();
-        assert!(e.contains("max_resumes 3") && e.contains("'fail'"), "{e}");
+        let e = dec(&cfg, "running", &m, Action::Resume, 30, 100).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal::TooManyResumes {
+                resumes: 3,
+                max_resumes: 3
+            }
+        );
     }
 
     #[test]
     fn a_second_resume_is_told_it_lost_the_race() {
         let cfg = Config::default();
         let m = obj(r#"{"lastHeartbeat":1}"#);
-        let first = decide(&cfg, "r", "running", &m, Action::Resume, 30, 100).unwrap();
-        let e = decide(
-            &cfg,
-            "r",
-            "running",
-            &first.metadata,
-            Action::Resume,
-            30,
-            105,
-        )
-        .unwrap_err();
-        assert!(
-            e.contains("already recovered by another client (resume, 5 ms ago)"),
-            "{e}"
+        let first = dec(&cfg, "running", &m, Action::Resume, 30, 100).unwrap();
+        let e = dec(&cfg, "running", &first.metadata, Action::Resume, 30, 105).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal::AlreadyRecovered {
+                action: "resume".into(),
+                ago_ms: 5,
+                lease: 2
+            }
         );
-        let failed = decide(&cfg, "r", "running", &m, Action::Fail, 30, 100).unwrap();
-        let e = decide(
+        let failed = dec(&cfg, "running", &m, Action::Fail, 30, 100).unwrap();
+        let e = dec(
             &cfg,
-            "r",
             &failed.status,
             &failed.metadata,
             Action::Resume,
@@ -449,8 +491,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.contains("already recovered by another client (fail"),
-            "{e}"
+            matches!(&e, Refusal::AlreadyRecovered { action, .. } if action == "fail"),
+            "{e:?}"
         );
     }
 
@@ -458,11 +500,11 @@ mod tests {
     fn dismiss_hides_until_the_next_heartbeat() {
         let cfg = Config::default();
         let m = obj(r#"{"lastHeartbeat":1}"#);
-        let d = decide(&cfg, "r", "running", &m, Action::Dismiss, 30, 100).unwrap();
+        let d = dec(&cfg, "running", &m, Action::Dismiss, 30, 100).unwrap();
         assert!(State::of(&d.metadata).dismissed());
         assert_eq!(d.metadata.get("lease"), None, "dismiss takes nothing away");
-        let e = decide(&cfg, "r", "running", &d.metadata, Action::Dismiss, 30, 100).unwrap_err();
-        assert!(e.contains("already dismissed"), "{e}");
+        let e = dec(&cfg, "running", &d.metadata, Action::Dismiss, 30, 100).unwrap_err();
+        assert_eq!(e, Refusal::AlreadyDismissed { heartbeat: 1 });
         let mut beat = d.metadata.clone();
         beat.insert("lastHeartbeat".into(), json!(2));
         assert!(!State::of(&beat).dismissed());

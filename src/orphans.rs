@@ -27,8 +27,9 @@ use rusqlite::vtab::{
 };
 use rusqlite::{ffi, params, Connection, Result};
 
-use crate::errors::{fail, show};
-use crate::state::{now_ms, Shared};
+use crate::args;
+use crate::errors::bad_argument;
+use crate::state::{now_ms, Installed, Outcome, Shared};
 
 const F: &str = "orphaned_runs";
 
@@ -100,13 +101,13 @@ fn order_is_produced(mut order_bys: impl Iterator<Item = (c_int, bool)>) -> bool
         && order_bys.next().is_none()
 }
 
-pub fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
+pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
     const MODULE: Module<OrphansTab> = Module::eponymous_only_module();
     db.create_module(c"orphaned_runs", &MODULE, Some(shared.clone()))
 }
 
 #[repr(C)]
-pub struct OrphansTab {
+pub(crate) struct OrphansTab {
     /// Base class. Must be first.
     base: ffi::sqlite3_vtab,
     db: *mut ffi::sqlite3,
@@ -213,7 +214,7 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
 }
 
 #[repr(C)]
-pub struct OrphansCursor<'vtab> {
+pub(crate) struct OrphansCursor<'vtab> {
     /// Base class. Must be first.
     base: ffi::sqlite3_vtab_cursor,
     db: *mut ffi::sqlite3,
@@ -289,17 +290,6 @@ impl Rows {
     }
 }
 
-fn input(name: &str, v: ValueRef<'_>, min: i64) -> Result<Option<i64>> {
-    match v {
-        ValueRef::Null => Ok(None),
-        ValueRef::Integer(i) if i >= min => Ok(Some(i)),
-        other => Err(fail(
-            F,
-            format!("{name} must be an integer >= {min}, found {}", show(other)),
-        )),
-    }
-}
-
 // SAFETY: `base` is first and #[repr(C)], as the trait requires.
 unsafe impl VTabCursor for OrphansCursor<'_> {
     fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> Result<()> {
@@ -317,16 +307,17 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         let threshold = take(1 << 0);
         let now = take(1 << 1);
         let include = take(1 << 2);
-        let threshold = threshold.map(|v| input("threshold_ms", v, 0)).transpose()?;
-        let now = now.map(|v| input("now_ms", v, 0)).transpose()?;
+        let threshold = threshold
+            .map(|v| args::int_or_null(F, "threshold_ms", v, 0))
+            .transpose()?;
+        let now = now
+            .map(|v| args::int_or_null(F, "now_ms", v, 0))
+            .transpose()?;
         let include = include
             .map(|v| match v {
                 ValueRef::Null => Ok(None),
                 ValueRef::Integer(i @ (0 | 1)) => Ok(Some(i)),
-                other => Err(fail(
-                    F,
-                    format!("include_dismissed must be 0 or 1, found {}", show(other)),
-                )),
+                other => Err(bad_argument(F, "include_dismissed must be 0 or 1", other)),
             })
             .transpose()?;
         // A NULL input gives no rows, like generate_series.
@@ -335,23 +326,22 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         }
         let include = include.flatten().unwrap_or(0);
         let now = now.flatten().unwrap_or_else(now_ms);
-        let db = self.db;
         let mut rows = std::mem::take(&mut self.rows);
-        let threshold = self.shared.run(db, F, |conn, inst| {
+        let run = |conn: &Connection, inst: &Installed| -> Outcome<i64> {
             let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
-            let mut stmt = conn
-                .prepare_cached(&inst.sql.orphans)
-                .map_err(|e| crate::errors::wrap(F, e))?;
-            let mut q = stmt
-                .query(params![now, threshold, include])
-                .map_err(|e| crate::errors::wrap(F, e))?;
-            while let Some(r) = q.next().map_err(|e| crate::errors::wrap(F, e))? {
+            let mut stmt = conn.prepare_cached(&inst.sql.orphans)?;
+            let mut q = stmt.query(params![now, threshold, include])?;
+            while let Some(r) = q.next()? {
                 for i in 0..VISIBLE {
-                    rows.push(r.get_ref(i).map_err(|e| crate::errors::wrap(F, e))?);
+                    rows.push(r.get_ref(i)?);
                 }
             }
             Ok(threshold)
-        });
+        };
+        // SAFETY: `self.db` is the connection this table was connected on,
+        // which `shared` was registered on; SQLite calls xFilter on that
+        // connection's thread, and disconnects the table before closing it.
+        let threshold = unsafe { self.shared.run_on(self.db, run) }.map_err(|f| f.into_sql(F, ""));
         self.rows = rows;
         let threshold = match threshold {
             Ok(t) => t,

@@ -11,23 +11,32 @@
 //! the cache cannot be used (the table was disconnected, or a call is nested
 //! inside another), statements are prepared fresh: slower, never wrong.
 
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use rusqlite::{ffi, Connection, OptionalExtension, Result};
+use rusqlite::functions::Context;
+use rusqlite::{ffi, Connection, ErrorCode, OptionalExtension};
 
 use crate::config::Config;
-use crate::errors;
+use crate::errors::{self, Failure, Refusal};
 use crate::sqlgen::FunctionSql;
 
 /// What a function needs to know about the installed layer.
-pub struct Installed {
+pub(crate) struct Installed {
     pub cfg: Config,
     pub sql: FunctionSql,
 }
 
+/// A function's work on the connection: its value, a refusal, or SQLite's error.
+pub(crate) type Outcome<R> = std::result::Result<R, Failure>;
+
+/// The state of one connection: made by `register` for that connection and
+/// handed only to the functions and the table registered on it. That is the
+/// invariant the safe methods rely on.
 #[derive(Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     inner: Mutex<Inner>,
+    /// The pulses started on this connection (`run_heartbeat_every`).
+    pub pulses: crate::pulse::Registry,
 }
 
 #[derive(Default)]
@@ -36,12 +45,10 @@ struct Inner {
     /// `vtabs > 0`.
     conn: Option<Connection>,
     /// The config text last read and what was built from it.
-    installed: Option<(String, std::sync::Arc<Installed>)>,
+    installed: Cached,
     /// How many `orphaned_runs` instances are connected.
     vtabs: usize,
 }
-
-const CONFIG_SQL: &str = "SELECT value FROM run_recovery_settings WHERE key = 'config'";
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -67,18 +74,36 @@ impl Shared {
         }
     }
 
-    /// Runs `f` with a connection on `handle` and the installed config.
-    /// `func` names the SQL function in errors ("not installed" included).
+    /// Runs `f` with the connection the SQL function `ctx` belongs to and
+    /// the installed config.
     pub fn run<R>(
         &self,
+        ctx: &Context<'_>,
+        f: impl FnOnce(&Connection, &Installed) -> Outcome<R>,
+    ) -> Outcome<R> {
+        // SAFETY: `ctx` is a call of a function registered on the connection
+        // this state belongs to (see [`Shared`]); the handle is used on this
+        // thread, during this call.
+        unsafe { self.run_on(caller(ctx)?, f) }
+    }
+
+    /// [`Shared::run`] on a raw connection handle.
+    ///
+    /// # Safety
+    /// `handle` must be the open connection this state was registered on,
+    /// used on the calling thread and only for the duration of the call.
+    pub unsafe fn run_on<R>(
+        &self,
         handle: *mut ffi::sqlite3,
-        func: &str,
-        f: impl FnOnce(&Connection, &Installed) -> Result<R>,
-    ) -> Result<R> {
-        self.with_conn(handle, |conn, cache| {
-            let (_, inst) = load(conn, cache, func)?;
-            f(conn, &inst)
-        })
+        f: impl FnOnce(&Connection, &Installed) -> Outcome<R>,
+    ) -> Outcome<R> {
+        // SAFETY: the caller's contract.
+        unsafe {
+            self.with_conn(handle, |conn, cache| {
+                let inst = load(conn, cache)?.1;
+                f(conn, &inst)
+            })
+        }
     }
 
     /// The hot path of run_heartbeat / run_checkpoint. `attempt` runs one
@@ -87,45 +112,59 @@ impl Shared {
     /// and returns `Ok(None)` when it changed no row. Then the config is read
     /// afresh and `attempt` tried once more, before `explain` says why (or,
     /// when nothing is wrong, takes the slower path itself).
-    pub fn run_fast<R>(
+    ///
+    /// # Safety
+    /// As [`Shared::run_on`].
+    pub unsafe fn run_fast_on<R>(
         &self,
         handle: *mut ffi::sqlite3,
-        func: &str,
-        attempt: impl Fn(&Connection, &Installed, &str) -> Result<Option<R>>,
-        explain: impl FnOnce(&Connection, &Installed, &str) -> Result<R>,
-    ) -> Result<R> {
-        self.with_conn(handle, |conn, cache| {
+        attempt: impl Fn(&Connection, &Installed, &str) -> rusqlite::Result<Option<R>>,
+        explain: impl FnOnce(&Connection, &Installed, &str) -> Outcome<R>,
+    ) -> Outcome<R> {
+        // Schema or JSON trouble (SQLITE_ERROR): re-read the config, then explain.
+        let retry = |e: &rusqlite::Error| e.sqlite_error_code() == Some(ErrorCode::Unknown);
+        let body = |conn: &Connection, cache: &mut Cached| -> Outcome<R> {
             if let Some((text, inst)) = cache.clone() {
                 match attempt(conn, &inst, &text) {
                     Ok(Some(r)) => return Ok(r),
                     Ok(None) => {}
-                    // Schema or JSON trouble: re-read the config, then explain.
-                    Err(rusqlite::Error::SqliteFailure(e, _))
-                        if e.code == rusqlite::ErrorCode::Unknown => {}
-                    Err(e) => return Err(e),
+                    Err(e) if retry(&e) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            let (text, inst) = load(conn, cache, func)?;
+            let (text, inst) = load(conn, cache)?;
             match attempt(conn, &inst, &text) {
                 Ok(Some(r)) => Ok(r),
                 Ok(None) => explain(conn, &inst, &text),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::Unknown =>
-                {
-                    explain(conn, &inst, &text)
-                }
-                Err(e) => Err(e),
+                Err(e) if retry(&e) => explain(conn, &inst, &text),
+                Err(e) => Err(e.into()),
             }
-        })
+        };
+        // SAFETY: the caller's contract.
+        unsafe { self.with_conn(handle, body) }
+    }
+
+    /// [`Shared::run_fast_on`] for the SQL function `ctx`.
+    pub fn run_fast<R>(
+        &self,
+        ctx: &Context<'_>,
+        attempt: impl Fn(&Connection, &Installed, &str) -> rusqlite::Result<Option<R>>,
+        explain: impl FnOnce(&Connection, &Installed, &str) -> Outcome<R>,
+    ) -> Outcome<R> {
+        // SAFETY: as in [`Shared::run`].
+        unsafe { self.run_fast_on(caller(ctx)?, attempt, explain) }
     }
 
     /// Gives `f` a connection on `handle` and the config cache: the cached
     /// statements when they can be used, else a fresh connection object.
-    fn with_conn<R>(
+    ///
+    /// # Safety
+    /// As [`Shared::run_on`].
+    unsafe fn with_conn<R>(
         &self,
         handle: *mut ffi::sqlite3,
-        f: impl FnOnce(&Connection, &mut Cached) -> Result<R>,
-    ) -> Result<R> {
+        f: impl FnOnce(&Connection, &mut Cached) -> Outcome<R>,
+    ) -> Outcome<R> {
         let guard = match self.inner.try_lock() {
             Ok(g) => Some(g),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -134,9 +173,10 @@ impl Shared {
         match guard {
             Some(mut g) if g.vtabs > 0 => {
                 if g.conn.is_none() {
-                    // SAFETY: `handle` is the live connection this function was
-                    // called on; the non-owning Connection never closes it, and
-                    // it is dropped in xDisconnect, before the handle is closed.
+                    // SAFETY: `handle` is this state's open connection (the
+                    // caller's contract); the non-owning Connection never
+                    // closes it, and it is dropped in xDisconnect, before the
+                    // handle is closed.
                     g.conn = Some(unsafe { Connection::from_handle(handle) }?);
                 }
                 let Inner {
@@ -144,7 +184,7 @@ impl Shared {
                 } = &mut *g;
                 let conn = conn
                     .as_ref()
-                    .ok_or_else(|| errors::internal("statement cache missing"))?;
+                    .ok_or_else(|| Failure::Sql(errors::internal("statement cache missing")))?;
                 f(conn, installed)
             }
             other => {
@@ -160,35 +200,51 @@ impl Shared {
     }
 }
 
-type Cached = Option<(String, std::sync::Arc<Installed>)>;
+type Cached = Option<(String, Arc<Installed>)>;
+
+/// The connection a SQL function was called on.
+fn caller(ctx: &Context<'_>) -> Outcome<*mut ffi::sqlite3> {
+    // SAFETY: the connection of a running function call: open for the call.
+    Ok(unsafe { ctx.get_connection()?.handle() })
+}
+
+const CONFIG_SQL: &str = "SELECT value FROM run_recovery_settings WHERE key = 'config'";
+
+/// The config text stored by install: the one reader, with one error policy.
+/// No settings table (the statement fails with SQLITE_ERROR, "no such
+/// table", when prepared or, cached, when run) or no config row:
+/// [`Refusal::NotInstalled`]. Anything else, a locked database included, is
+/// SQLite's error as it is (the caller's busy_timeout applies).
+pub(crate) fn stored_config_text(conn: &Connection) -> Outcome<String> {
+    let read = conn
+        .prepare_cached(CONFIG_SQL)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional());
+    match read {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(Refusal::NotInstalled.into()),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::Unknown) => {
+            Err(Refusal::NotInstalled.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The stored config, parsed (see [`stored_config_text`]).
+pub(crate) fn stored_config(conn: &Connection) -> Outcome<Config> {
+    let text = stored_config_text(conn)?;
+    Config::from_stored(&text).map_err(|p| Refusal::StoredConfigUnreadable(p).into())
+}
 
 /// Reads the stored config, reusing what was built from it when unchanged.
-fn load(
-    conn: &Connection,
-    cache: &mut Cached,
-    func: &str,
-) -> Result<(String, std::sync::Arc<Installed>)> {
-    let text: Option<String> = conn
-        .prepare_cached(CONFIG_SQL)
-        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-        .map_err(|e| match e.sqlite_error_code() {
-            // Locked out, not missing: say so (the caller's busy_timeout applies).
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                errors::wrap(func, e)
-            }
-            _ => errors::not_installed(func),
-        })?;
-    let Some(text) = text else {
-        return Err(errors::not_installed(func));
-    };
+fn load(conn: &Connection, cache: &mut Cached) -> Outcome<(String, Arc<Installed>)> {
+    let text = stored_config_text(conn)?;
     if let Some((seen, inst)) = cache {
         if *seen == text {
             return Ok((text, inst.clone()));
         }
     }
-    let cfg = Config::from_stored(&text)
-        .map_err(|e| errors::internal(format!("stored config is unreadable ({e})")))?;
-    let inst = std::sync::Arc::new(Installed {
+    let cfg = Config::from_stored(&text).map_err(Refusal::StoredConfigUnreadable)?;
+    let inst = Arc::new(Installed {
         sql: FunctionSql::new(&cfg),
         cfg,
     });

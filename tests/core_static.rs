@@ -29,7 +29,6 @@ fn install_returns_the_config_and_is_idempotent() {
             "run_recovery_act",
             "run_recovery_actions",
             "run_recovery_lease_guard",
-            "run_recovery_merge_back",
             "run_recovery_orphans",
             "run_recovery_runs",
             "run_recovery_settings",
@@ -88,10 +87,10 @@ fn the_checked_in_sql_equals_what_install_generates() {
 fn uninstall_drops_objects_and_keeps_data() {
     let conn = installed();
     add_run(&conn, "a", "running", Some(r#"{"app":1}"#));
-    let before = snapshot(&conn);
+    let before = table_rows(&conn, "protocol_runs");
     let out: String = one(&conn, "SELECT run_recovery_uninstall()").unwrap();
     assert!(out.contains("\"uninstalled\":true"), "{out}");
-    assert_eq!(snapshot(&conn), before);
+    assert_eq!(table_rows(&conn, "protocol_runs"), before);
     let left: i64 = one(
         &conn,
         "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'run_recovery%'",
@@ -804,31 +803,41 @@ fn racing_resumes_have_exactly_one_winner() {
     }
 }
 
+/// One config reader, one error policy: every function says "database is
+/// locked" when it cannot read the settings for a lock, and "not installed"
+/// only when they are missing.
 #[test]
-fn a_locked_database_is_reported_as_locked_not_as_not_installed() {
+fn a_locked_database_is_locked_not_uninstalled_for_every_function() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("locked.db");
-    let a = rusqlite::Connection::open(&path).unwrap();
-    a.execute_batch(SCHEMA).unwrap();
-    run_recovery::register(&a).unwrap();
-    one::<String>(&a, "SELECT run_recovery_install()").unwrap();
-    add_run(&a, "r", "running", None);
-    a.busy_timeout(std::time::Duration::from_millis(20))
-        .unwrap();
-    let b = rusqlite::Connection::open(&path).unwrap();
-    b.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    for sql in [
-        "SELECT run_heartbeat('r')",
-        "SELECT run_checkpoint('r', 1)",
-        "SELECT recover_run('r', 'fail', 0)",
+    let conn = connect(&path);
+    conn.execute_batch(SCHEMA).unwrap();
+    install(&conn, "{}");
+    add_run(&conn, "r1", "running", None);
+    conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+    // A rollback journal: an EXCLUSIVE writer keeps every reader out.
+    let blocker = open_plain(&path);
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for (sql, func) in [
+        ("SELECT run_recovery_config()", "run_recovery_config"),
+        ("SELECT run_recovery_uninstall()", "run_recovery_uninstall"),
+        ("SELECT run_heartbeat('r1')", "run_heartbeat"),
+        ("SELECT run_checkpoint('r1', 1)", "run_checkpoint"),
+        ("SELECT recover_run('r1', 'fail', 0)", "recover_run"),
     ] {
-        let e = a
+        let e = conn
             .query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("database is locked"), "{sql}: {e}");
-        assert!(!e.contains("not installed"), "{sql}: {e}");
+            .unwrap_err();
+        assert_eq!(err_text(&e), format!("{func}: database is locked"), "{sql}");
     }
-    b.execute_batch("ROLLBACK").unwrap();
-    assert!(one::<i64>(&a, "SELECT run_heartbeat('r')").is_ok());
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert!(one::<i64>(&conn, "SELECT run_heartbeat('r1')").is_ok());
+    one::<String>(&conn, "SELECT run_recovery_uninstall()").unwrap();
+    for func in ["run_recovery_config", "run_recovery_uninstall"] {
+        let e = one::<String>(&conn, &format!("SELECT {func}()")).unwrap_err();
+        assert!(
+            e.starts_with(&format!("{func}: run_recovery is not installed")),
+            "{e}"
+        );
+    }
 }

@@ -2,7 +2,6 @@
 //! install, the demo, and the errors for a missing file, a database without
 //! run_recovery, an unknown id, bad arguments.
 
-#[path = "e2e/common.rs"]
 mod common;
 
 use common::*;

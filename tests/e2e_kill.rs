@@ -3,7 +3,6 @@
 //! resumed from its last committed checkpoint, and completed with every step
 //! done exactly once. Repeated with the kill at random moments.
 
-#[path = "e2e/common.rs"]
 mod common;
 
 use std::time::Duration;

@@ -3,7 +3,6 @@
 //! 40 % of the time. (Its own test binary, so the load does not slow the
 //! other end-to-end tests.)
 
-#[path = "e2e/common.rs"]
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

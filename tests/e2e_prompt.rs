@@ -1,7 +1,6 @@
 //! `run-recovery prompt` driven through piped input and through a real
 //! terminal (tmux send-keys / capture-pane).
 
-#[path = "e2e/common.rs"]
 mod common;
 
 use std::process::Command;

@@ -13,7 +13,7 @@
 //!
 //! Cases: `PROPTEST_CASES` (default 256 here; `make test-stress` runs 5,000).
 
-mod reliability_common;
+mod common;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value as Json};
 
-use reliability_common::*;
+use common::*;
 
 const RUNS: [&str; 2] = ["run-a", "RUN-B-5f0e"];
 const STALE: i64 = 30_000;
@@ -249,11 +249,11 @@ impl Sim {
     fn new(initial: &[InitialRun]) -> Sim {
         let conn = Connection::open_in_memory().unwrap();
         run_recovery::register(&conn).unwrap();
-        conn.execute_batch(HOST_SCHEMA).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
         let mut app = Vec::new();
         for (i, (status, case, keys)) in initial.iter().enumerate() {
             let meta = keys.as_ref().map(|k| serde_json::to_string(k).unwrap());
-            insert_run(
+            add_run(
                 &conn,
                 RUNS[i],
                 &in_case(ALL[*status], *case),
@@ -541,9 +541,9 @@ proptest! {
 fn a_mixed_case_status_is_consistently_not_live() {
     let conn = Connection::open_in_memory().unwrap();
     run_recovery::register(&conn).unwrap();
-    conn.execute_batch(HOST_SCHEMA).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
     let odd = in_any_case("running", 3);
-    insert_run(&conn, "m1", &odd, None);
+    add_run(&conn, "m1", &odd, None);
     conn.query_row("SELECT run_recovery_install()", [], |r| {
         r.get::<_, String>(0)
     })

@@ -12,7 +12,7 @@
 //! (200 kills). Override with `RUN_RECOVERY_KILLS`, replay with
 //! `RUN_RECOVERY_SEED`.
 
-mod reliability_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -20,18 +20,32 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use reliability_common::*;
+use common::*;
 
-const WORKER_TEST: &str = "crash_worker";
+fn main() {
+    run_tests(
+        &[
+            Test {
+                name: "crash_loop",
+                run: crash_loop,
+                ignored: None,
+            },
+            Test {
+                name: "crash_loop_full",
+                run: crash_loop_full,
+                ignored: Some("stress: 200 SIGKILLs; run by `make test-stress`"),
+            },
+        ],
+        serve,
+    );
+}
+
 /// stale_after_ms for the crash databases: small, so a killed run is stale at once.
 const STALE_MS: i64 = 40;
 
-/// Worker side: args are db path, run id, lease, seed. Runs until killed.
-#[test]
-fn crash_worker() {
-    let Some((mode, args)) = worker_request() else {
-        return; // a normal test run: nothing to serve
-    };
+/// Worker side (mode "crash"): args are db path, run id, lease, seed.
+/// Runs until killed.
+fn serve(mode: &str, args: &[String]) {
     assert_eq!(mode, "crash");
     let path = Path::new(&args[0]);
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -111,7 +125,7 @@ fn crash_db(dir: &Path, name: &str, journal: &str) -> (std::path::PathBuf, rusql
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
     conn.pragma_update(None, "journal_mode", journal).unwrap();
     run_recovery::register(&conn).unwrap();
-    conn.execute_batch(HOST_SCHEMA).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
     conn.execute_batch(
         "CREATE TABLE app_results (run TEXT NOT NULL, step INTEGER NOT NULL, payload BLOB)",
     )
@@ -127,14 +141,13 @@ fn crash_db(dir: &Path, name: &str, journal: &str) -> (std::path::PathBuf, rusql
 
 fn one_kill(path: &Path, conn: &rusqlite::Connection, n: u64, rng: &mut Rng, f: &mut Figures) {
     let id = format!("crash-run-{n:05}");
-    insert_run(
+    add_run(
         conn,
         &id,
         if n % 2 == 0 { "running" } else { "RUNNING" },
         Some(r#"{"operator":"ada"}"#),
     );
-    let mut child = spawn_worker(
-        WORKER_TEST,
+    let mut child = spawn_self(
         "crash",
         &[
             path.to_string_lossy().into_owned(),
@@ -293,7 +306,6 @@ fn crash_loop_with(kills: u64) -> Figures {
     f
 }
 
-#[test]
 fn crash_loop() {
     let f = crash_loop_with(env_or("RUN_RECOVERY_KILLS", 20));
     assert!(
@@ -303,8 +315,6 @@ fn crash_loop() {
     );
 }
 
-#[test]
-#[ignore = "stress: 200 SIGKILLs; run by `make test-stress`"]
 fn crash_loop_full() {
     let f = crash_loop_with(env_or("RUN_RECOVERY_KILLS", 200));
     for moment in ["heartbeat", "checkpoint", "transaction"] {

@@ -7,27 +7,70 @@
 //! `make test-stress` runs [`race_resume_full`] (16 x 1,000). Override with
 //! `RUN_RECOVERY_RACE_PROCS` / `RUN_RECOVERY_RACE_ROUNDS`.
 
-mod reliability_common;
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use reliability_common::*;
+use common::*;
 
-const WORKER_TEST: &str = "race_worker";
+fn main() {
+    const STRESS: Option<&str> =
+        Some("stress: 16 processes x 1,000 rounds; run by `make test-stress`");
+    let test = |name, run, ignored| Test { name, run, ignored };
+    run_tests(
+        &[
+            // The direct call; the idiomatic form (every client recovers
+            // what `orphaned_runs` lists); clients without the extension
+            // (the browser, a dqlite node) through the pure-SQL actions.
+            test(
+                "race_resume_across_processes",
+                || race_case("race", 6, 60),
+                None,
+            ),
+            test(
+                "race_resume_through_orphaned_runs",
+                || race_case("race-tvf", 6, 60),
+                None,
+            ),
+            test(
+                "race_resume_through_actions",
+                || race_case("race-actions", 6, 60),
+                None,
+            ),
+            test("race_resume_full", || race_case("race", 16, 1000), STRESS),
+            test(
+                "race_resume_full_through_orphaned_runs",
+                || race_case("race-tvf", 16, 1000),
+                STRESS,
+            ),
+            test(
+                "race_resume_full_through_actions",
+                || race_case("race-actions", 16, 1000),
+                STRESS,
+            ),
+        ],
+        serve,
+    );
+}
+
+/// One race of `mode`: `RUN_RECOVERY_RACE_PROCS` processes x
+/// `RUN_RECOVERY_RACE_ROUNDS` rounds (defaults: `procs` x `rounds`).
+fn race_case(mode: &str, procs: u64, rounds: u64) {
+    let procs = env_or("RUN_RECOVERY_RACE_PROCS", procs) as usize;
+    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", rounds);
+    let f = race(mode, procs, rounds);
+    report(mode, procs, rounds, &f);
+}
 
 /// Worker side: reads `go <round>` lines, races once per line, answers
 /// `@@ <round> OK <lease>` or `@@ <round> ERR <message>`.
-#[test]
-fn race_worker() {
-    let Some((mode, args)) = worker_request() else {
-        return; // a normal test run: nothing to serve
-    };
+fn serve(mode: &str, args: &[String]) {
     // "race": SELECT recover_run(id, 'resume');
     // "race-tvf": SELECT recover_run(run_id, 'resume') FROM orphaned_runs.
     // "race-actions": no extension; INSERT INTO run_recovery_actions, then
     // the new lease from run_recovery_runs, in one transaction.
-    let sql = match mode.as_str() {
+    let sql = match mode {
         "race" => "SELECT recover_run(?1, 'resume')",
         "race-tvf" => "SELECT recover_run(run_id, 'resume') FROM orphaned_runs WHERE run_id = ?1",
         "race-actions" => {
@@ -97,15 +140,9 @@ fn race(mode: &str, procs: usize, rounds: u64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let (path, conn) = fresh_db(dir.path(), r#"{"max_resumes": 1000000000}"#);
     let id = "4f1c2a9e8b7d4c3a9e1f0a2b3c4d5e6f";
-    insert_run(&conn, id, "RUNNING", Some(r#"{"app":"keep me"}"#));
+    add_run(&conn, id, "RUNNING", Some(r#"{"app":"keep me"}"#));
     let mut children: Vec<_> = (0..procs)
-        .map(|_| {
-            spawn_worker(
-                WORKER_TEST,
-                mode,
-                &[path.to_string_lossy().into_owned(), id.to_string()],
-            )
-        })
+        .map(|_| spawn_self(mode, &[path.to_string_lossy().into_owned(), id.to_string()]))
         .collect();
     let mut readers: Vec<_> = children
         .iter_mut()
@@ -220,58 +257,4 @@ fn report(mode: &str, procs: usize, rounds: u64, f: &Figures) {
          'already recovered', {} losers found no orphan left, wins per process {:?}",
         f.loser_errors, f.loser_empty, f.wins_per_process
     );
-}
-
-#[test]
-fn race_resume_across_processes() {
-    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 6) as usize;
-    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 60);
-    let f = race("race", procs, rounds);
-    report("race", procs, rounds, &f);
-}
-
-/// The idiomatic form: every client recovers what `orphaned_runs` lists.
-#[test]
-fn race_resume_through_orphaned_runs() {
-    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 6) as usize;
-    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 60);
-    let f = race("race-tvf", procs, rounds);
-    report("race-tvf", procs, rounds, &f);
-}
-
-/// Clients without the extension (the browser, a dqlite node) race through
-/// the pure-SQL actions: the same guarantee.
-#[test]
-fn race_resume_through_actions() {
-    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 6) as usize;
-    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 60);
-    let f = race("race-actions", procs, rounds);
-    report("race-actions", procs, rounds, &f);
-}
-
-#[test]
-#[ignore = "stress: 16 processes x 1,000 rounds through run_recovery_actions; run by `make test-stress`"]
-fn race_resume_full_through_actions() {
-    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 16) as usize;
-    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 1000);
-    let f = race("race-actions", procs, rounds);
-    report("race-actions", procs, rounds, &f);
-}
-
-#[test]
-#[ignore = "stress: 16 processes x 1,000 rounds; run by `make test-stress`"]
-fn race_resume_full() {
-    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 16) as usize;
-    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 1000);
-    let f = race("race", procs, rounds);
-    report("race", procs, rounds, &f);
-}
-
-#[test]
-#[ignore = "stress: 16 processes x 1,000 rounds through orphaned_runs; run by `make test-stress`"]
-fn race_resume_full_through_orphaned_runs() {
-    let procs = env_or("RUN_RECOVERY_RACE_PROCS", 16) as usize;
-    let rounds = env_or("RUN_RECOVERY_RACE_ROUNDS", 1000);
-    let f = race("race-tvf", procs, rounds);
-    report("race-tvf", procs, rounds, &f);
 }

@@ -5,12 +5,12 @@
 //! without the extension writing back the metadata it read earlier) — and
 //! the refused write changes nothing.
 
-mod reliability_common;
+mod common;
 
 use run_recovery::sqlgen::STALE_LEASE_MESSAGE;
 use rusqlite::Connection;
 
-use reliability_common::*;
+use common::*;
 
 const ID: &str = "9b2e8f0c1d3a4b5c6d7e8f9a0b1c2d3e";
 
@@ -29,7 +29,7 @@ struct World {
 fn world(status: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let (path, rescuer) = fresh_db(dir.path(), "{}");
-    insert_run(
+    add_run(
         &rescuer,
         ID,
         status,

@@ -9,13 +9,13 @@
 //!
 //! Cases: `PROPTEST_CASES` (default 256; `make test-stress` runs 20,000).
 
-mod reliability_common;
+mod common;
 
 use proptest::prelude::*;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
-use reliability_common::*;
+use common::*;
 
 const ID: &str = "fz-1";
 
@@ -175,12 +175,12 @@ const CALLS: [(&str, usize); 15] = [
 fn setup(meta: &Arg, status: &Arg, aged: bool) -> Connection {
     let conn = Connection::open_in_memory().unwrap();
     run_recovery::register(&conn).unwrap();
-    conn.execute_batch(HOST_SCHEMA).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
     conn.query_row("SELECT run_recovery_install()", [], |r| {
         r.get::<_, String>(0)
     })
     .unwrap();
-    insert_run(&conn, ID, "running", None);
+    add_run(&conn, ID, "running", None);
     if aged {
         age_heartbeat(&conn, ID, 3_600_000);
     }
@@ -220,21 +220,6 @@ fn call(conn: &Connection, func: &str, args: &[Arg]) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Failures that are known core bugs (see RELIABILITY.md and the ignored
-/// regression tests below). They are still required to change nothing.
-fn known_bug(func: &str, msg: &str) -> Option<&'static str> {
-    if msg == "constraint failed" {
-        // Bug 3: a message containing a NUL byte (from an argument or the row)
-        // reaches SQLite as a bare SQLITE_CONSTRAINT_FUNCTION.
-        return Some("NUL in an error message");
-    }
-    if func == "recover_run" && msg.starts_with("run_recovery_lease_guard: ") {
-        // Bug 2: lease i64::MAX + 1 wraps around; the trigger refuses the write.
-        return Some("lease overflow");
-    }
-    None
-}
-
 fn first_line(s: &str) -> String {
     s.chars().take(300).collect()
 }
@@ -261,7 +246,7 @@ proptest! {
         if let Err(e) = call(&conn, func, &args) {
             let msg = err_text(&e);
             prop_assert!(
-                known_bug(func, &msg).is_some() || msg.starts_with(&format!("{func}: ")),
+                msg.starts_with(&format!("{func}: ")),
                 "{func}({args:?}) on metadata {meta:?}: the error does not name the function: {}",
                 first_line(&msg)
             );

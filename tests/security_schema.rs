@@ -8,11 +8,11 @@
 //!   table named `x"; DROP TABLE y; --` works and `y` survives.
 //! * A read-only database gives a clear error that names the function.
 
-mod reliability_common;
+mod common;
 
 use rusqlite::{params, Connection};
 
-use reliability_common::*;
+use common::*;
 
 const ORPHAN: &str = "r1";
 
@@ -20,7 +20,7 @@ const ORPHAN: &str = "r1";
 /// attacker would ship them in a database file).
 fn hostile_db(dir: &std::path::Path, with_ddl_expressions: bool) -> std::path::PathBuf {
     let (path, conn) = fresh_db(dir, "{}");
-    insert_run(&conn, ORPHAN, "running", Some(r#"{"operator":"ada"}"#));
+    add_run(&conn, ORPHAN, "running", Some(r#"{"operator":"ada"}"#));
     age_heartbeat(&conn, ORPHAN, 120_000);
     conn.execute_batch(
         "CREATE VIEW fine_orphans AS SELECT run_id FROM orphaned_runs;
@@ -424,7 +424,7 @@ fn read_only_case(conn: &Connection, writable: &Connection, how: &str) {
 fn a_read_only_database_gives_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (path, conn) = fresh_db(dir.path(), "{}");
-    insert_run(&conn, "r1", "running", None);
+    add_run(&conn, "r1", "running", None);
     age_heartbeat(&conn, "r1", 120_000);
     let ro = open_read_only(&path);
     read_only_case(&ro, &conn, "SQLITE_OPEN_READ_ONLY");

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
+use run_recovery::config::Config;
+use run_recovery::Action;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::json;
@@ -265,9 +267,14 @@ pub fn effective_threshold(conn: &Connection, threshold: Option<i64>) -> Result<
     if let Some(t) = threshold {
         return Ok(t);
     }
-    let cfg: String = conn.query_row("SELECT run_recovery_config()", [], |r| r.get(0))?;
-    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap_or_default();
-    Ok(cfg["stale_after_ms"].as_i64().unwrap_or(30_000))
+    Ok(installed_config(conn)?.stale_after_ms)
+}
+
+/// The config run_recovery was installed with (`run_recovery_config()`).
+pub fn installed_config(conn: &Connection) -> Result<Config, CliError> {
+    let text: String = conn.query_row("SELECT run_recovery_config()", [], |r| r.get(0))?;
+    Config::from_stored(&text)
+        .map_err(|p| CliError::usage(format!("the installed config is unreadable: {p}")))
 }
 
 /// "850 ms ago", "4.2 seconds ago", "3 minutes ago", "2 hours ago", "5 days ago".
@@ -365,12 +372,12 @@ pub fn check(db: &str, threshold: Option<i64>, as_json: bool) -> Result<i32, Cli
 }
 
 /// The answer to the question: r/resume, f/fail, d/dismiss (any case).
-pub fn parse_answer(s: &str) -> Option<&'static str> {
+pub fn parse_answer(s: &str) -> Option<Action> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "r" | "resume" => Some("resume"),
-        "f" | "fail" | "failed" => Some("fail"),
-        "d" | "dismiss" => Some("dismiss"),
-        _ => None,
+        "r" => Some(Action::Resume),
+        "f" | "failed" => Some(Action::Fail),
+        "d" => Some(Action::Dismiss),
+        other => Action::parse(other),
     }
 }
 
@@ -384,7 +391,7 @@ pub fn ask(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
     tty: bool,
-) -> std::io::Result<Option<&'static str>> {
+) -> std::io::Result<Option<Action>> {
     writeln!(out, "{}", o.question())?;
     loop {
         write!(out, "{CHOICES}")?;
@@ -412,21 +419,23 @@ pub fn ask(
 pub fn apply(
     conn: &Connection,
     id: &str,
-    action: &str,
+    action: Action,
     threshold: Option<i64>,
 ) -> Result<(String, serde_json::Value), CliError> {
     let outcome: String = match threshold {
         Some(t) => conn.query_row(
             "SELECT recover_run(?1, ?2, ?3)",
-            rusqlite::params![id, action, t],
+            rusqlite::params![id, action.name(), t],
             |r| r.get(0),
         ),
-        None => conn.query_row("SELECT recover_run(?1, ?2)", [id, action], |r| r.get(0)),
+        None => conn.query_row("SELECT recover_run(?1, ?2)", [id, action.name()], |r| {
+            r.get(0)
+        }),
     }
     .map_err(|e| CliError::refused(e.to_string()))?;
     let v: serde_json::Value = serde_json::from_str(&outcome).unwrap_or_default();
     let words = match action {
-        "resume" => format!(
+        Action::Resume => format!(
             "Resumed run {id}: it now holds lease {} (resume {}); continue after step {} with state {}. \
              The new executor passes lease {} to run_checkpoint and run_heartbeat_every.",
             v["lease"],
@@ -438,12 +447,12 @@ pub fn apply(
             v["checkpoint_state"],
             v["lease"]
         ),
-        "fail" => format!(
+        Action::Fail => format!(
             "Marked run {id} as {}; lease {} fences out its old executor.",
             v["status"].as_str().unwrap_or("failed"),
             v["lease"]
         ),
-        _ => format!("Dismissed run {id}; it shows again if it ever heartbeats."),
+        Action::Dismiss => format!("Dismissed run {id}; it shows again if it ever heartbeats."),
     };
     Ok((words, v))
 }
@@ -480,7 +489,7 @@ pub fn prompt(
         match apply(&conn, &o.run_id, action, threshold) {
             Ok((words, _)) => println!("{words}"),
             Err(e) => {
-                println!("Could not {action} run {}: {}", o.run_id, e.msg);
+                println!("Could not {} run {}: {}", action.name(), o.run_id, e.msg);
                 code = 1;
             }
         }
@@ -535,9 +544,11 @@ mod tests {
 
     #[test]
     fn answers() {
-        assert_eq!(parse_answer("R\n"), Some("resume"));
-        assert_eq!(parse_answer(" fail "), Some("fail"));
-        assert_eq!(parse_answer("d"), Some("dismiss"));
+        assert_eq!(parse_answer("R\n"), Some(Action::Resume));
+        assert_eq!(parse_answer(" fail "), Some(Action::Fail));
+        assert_eq!(parse_answer("Failed"), Some(Action::Fail));
+        assert_eq!(parse_answer("d"), Some(Action::Dismiss));
+        assert_eq!(parse_answer("DISMISS"), Some(Action::Dismiss));
         assert_eq!(parse_answer("x"), None);
         assert_eq!(parse_answer(""), None);
     }

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use run_recovery::Action;
 use rusqlite::{params, Connection};
 
 use crate::cli::{self, Args, CliError};
@@ -24,7 +25,7 @@ use crate::worker::STEPS_TABLE_SQL;
 
 pub struct Options {
     pub db: Option<String>,
-    pub answer: Option<&'static str>,
+    pub answer: Option<Action>,
     pub steps: i64,
     pub step_ms: i64,
     pub interval_ms: i64,
@@ -66,7 +67,7 @@ impl Options {
 }
 
 /// The host schema of the spec (sql/protocol_runs.sql).
-const SCHEMA: &str = run_recovery::SPEC_SCHEMA;
+const SCHEMA: &str = include_str!("../../../sql/protocol_runs.sql");
 
 struct Clock(Instant);
 
@@ -268,7 +269,7 @@ pub fn run(o: Options) -> Result<i32, CliError> {
     let answer = match o.answer {
         Some(a) => {
             println!("{}", orphan.question());
-            println!("{}{} (from --answer)", cli::CHOICES, a);
+            println!("{}{} (from --answer)", cli::CHOICES, a.name());
             a
         }
         None if stdin.is_terminal() => {
@@ -289,7 +290,7 @@ pub fn run(o: Options) -> Result<i32, CliError> {
                 "{}r (no terminal: resuming; pass --answer to choose)",
                 cli::CHOICES
             );
-            "resume"
+            Action::Resume
         }
     };
     let (words, outcome) = cli::apply(&conn, &id, answer, None).map_err(|e| CliError {
@@ -297,10 +298,11 @@ pub fn run(o: Options) -> Result<i32, CliError> {
         code: 1,
     })?;
     println!("{words}");
-    if answer != "resume" {
+    if answer != Action::Resume {
         println!(
-            "\nThe run was left {} ({answer}). Database kept at {db}",
-            outcome["status"]
+            "\nThe run was left {} ({}). Database kept at {db}",
+            outcome["status"],
+            answer.name()
         );
         return verify_integrity(&conn).map(|()| 0);
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::cli::{open_installed, CliError};
+use crate::cli::{installed_config, open_installed, CliError};
 
 pub struct Options {
     pub db: String,
@@ -61,16 +61,42 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn lost(e: rusqlite::Error) -> CliError {
-    let msg = e.to_string();
-    if msg.contains("stale lease") || msg.contains("is not live") {
-        CliError {
-            msg: format!("worker: this executor lost the run, stopping: {msg}"),
+/// The error of a failed write: exit status 3 when this executor has lost
+/// the run (it is gone, no longer live, or holds another lease than
+/// `lease`), decided from the row as it is now, not from the error's text;
+/// else a plain failure.
+fn lost(conn: &Connection, id: &str, lease: Option<i64>, e: rusqlite::Error) -> CliError {
+    match has_lost(conn, id, lease) {
+        Ok(true) => CliError {
+            msg: format!("worker: this executor lost the run, stopping: {e}"),
             code: 3,
-        }
-    } else {
-        CliError::usage(format!("worker: {msg}"))
+        },
+        Ok(false) => CliError::usage(format!("worker: {e}")),
+        Err(why) => CliError::usage(format!(
+            "worker: {e} (and the run cannot be read: {})",
+            why.msg
+        )),
     }
+}
+
+/// Whether run `id` is no longer this executor's: gone, not live, or (when
+/// the executor holds `lease`) holding another lease.
+fn has_lost(conn: &Connection, id: &str, lease: Option<i64>) -> Result<bool, CliError> {
+    let cfg = installed_config(conn)?;
+    let row: Option<(Option<String>, i64)> = conn
+        .query_row(
+            "SELECT status, coalesce(CAST(json_extract(properties_json, '$.lease') AS INTEGER), 1) \
+             FROM protocol_runs WHERE accession_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None => true,
+        Some((status, held)) => {
+            !cfg.is_live(status.as_deref().unwrap_or("")) || lease.is_some_and(|l| l != held)
+        }
+    })
 }
 
 pub fn run(o: Options) -> Result<i32, CliError> {
@@ -89,7 +115,7 @@ pub fn run(o: Options) -> Result<i32, CliError> {
             |r| r.get(0),
         ),
     }
-    .map_err(lost)?;
+    .map_err(|e| lost(&conn, &o.id, o.lease, e))?;
     let done: Option<i64> = conn
         .query_row(
             "SELECT json_extract(properties_json, '$.checkpointStep') FROM protocol_runs WHERE accession_id = ?1",
@@ -109,10 +135,11 @@ pub fn run(o: Options) -> Result<i32, CliError> {
         let name = step_name(step);
         say(&format!("step {step}/{}: {name} ...", o.steps));
         std::thread::sleep(Duration::from_millis(o.step_ms.unsigned_abs()));
-        do_step(&conn, &o, step, &name, lease, pid).map_err(lost)?;
+        do_step(&conn, &o, step, &name, lease, pid)
+            .map_err(|e| lost(&conn, &o.id, Some(lease), e))?;
         say(&format!("step {step}/{} done", o.steps));
     }
-    finish(&conn, &o.id, lease).map_err(lost)?;
+    finish(&conn, &o.id, lease).map_err(|e| lost(&conn, &o.id, Some(lease), e))?;
     let _ = conn.query_row("SELECT run_heartbeat_stop(?1)", [&o.id], |_| Ok(()));
     say("completed");
     Ok(0)

@@ -1,56 +1,22 @@
-//! Helpers shared by the end-to-end tests (tests/e2e_*.rs): a database with
-//! the host schema and run_recovery installed, real worker processes
-//! (`run-recovery worker`), and what they left in the database.
-#![allow(dead_code)]
+//! Processes: the `run-recovery` binary (its commands and its demo worker),
+//! and worker processes that are this test binary started again.
+//!
+//! A test that needs worker processes of its own is a `harness = false`
+//! target whose `main` calls [`run_tests`]: started with
+//! `RUN_RECOVERY_WORKER=<mode>` the binary serves that mode and exits,
+//! otherwise it runs its tests. So a worker is never a test that passes
+//! doing nothing.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+/// The command line, built by cargo for the integration tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_run-recovery");
-
-pub const SCHEMA: &str = "CREATE TABLE protocol_runs (
-  accession_id CHAR(32) NOT NULL PRIMARY KEY,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
-  updated_at DATETIME, name VARCHAR, properties_json TEXT,
-  start_time DATETIME, end_time DATETIME, data_directory_path VARCHAR,
-  duration_ms INTEGER, status VARCHAR(21), input_parameters_json TEXT,
-  resolved_assets_json TEXT, output_data_json TEXT, initial_state_json TEXT,
-  final_state_json TEXT, created_by_user TEXT,
-  top_level_protocol_definition_accession_id CHAR(32) NOT NULL,
-  protocol_definition_accession_id CHAR(32), previous_accession_id CHAR(32));
-CREATE INDEX ix_protocol_runs_status ON protocol_runs (status);";
-
-/// A connection with run_recovery registered (statically linked).
-pub fn connect(path: &str) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    run_recovery::register(&conn).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
-}
-
-/// A new database at `dir/name` in `journal` mode, installed with
-/// `stale_after_ms = threshold`, holding run `r1` in `running`.
-pub fn new_db(dir: &std::path::Path, name: &str, journal: &str, threshold: i64) -> String {
-    let path = dir.join(name).to_string_lossy().into_owned();
-    let conn = connect(&path);
-    conn.query_row(&format!("PRAGMA journal_mode = {journal}"), [], |_| Ok(()))
-        .unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
-    let cfg = format!("{{\"stale_after_ms\": {threshold}}}");
-    conn.query_row("SELECT run_recovery_install(?1)", [cfg], |_| Ok(()))
-        .unwrap();
-    conn.execute(
-        "INSERT INTO protocol_runs (accession_id, name, status, top_level_protocol_definition_accession_id)
-         VALUES ('r1', 'PCR plate 1', 'running', 'p')",
-        [],
-    )
-    .unwrap();
-    path
-}
 
 /// A running worker process and the lines of its standard output.
 pub struct Worker {
@@ -135,7 +101,6 @@ pub fn wait_output(mut child: Child) -> Output {
 
 /// Runs `run-recovery ARGS` to completion with `stdin` as its input.
 pub fn cli(args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::piped())
@@ -156,21 +121,6 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
-
-/// An integer key of run `id`'s metadata.
-pub fn meta_int(conn: &Connection, id: &str, key: &str) -> Option<i64> {
-    conn.query_row(
-        &format!("SELECT json_extract(properties_json, '$.{key}') FROM protocol_runs WHERE accession_id = ?1"),
-        [id],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
-
-// The run readers shared with the other integration tests.
-#[path = "../common/mod.rs"]
-mod base;
-pub use base::status;
 
 /// (step, times done) for run `id`, in step order.
 pub fn steps_done(conn: &Connection, id: &str) -> Vec<(i64, i64)> {
@@ -210,13 +160,6 @@ pub fn is_orphan_at(conn: &Connection, id: &str, threshold: i64, now: i64) -> bo
         == 1
 }
 
-pub fn integrity_ok(conn: &Connection) {
-    let ic: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ic, "ok");
-}
-
 /// Polls (bounded, 30 s) until run `id` shows in `orphaned_runs`; returns
 /// the wall-clock time it was first seen there.
 pub fn wait_orphan(conn: &Connection, id: &str) -> i64 {
@@ -235,4 +178,100 @@ pub fn wait_orphan(conn: &Connection, id: &str) -> i64 {
         assert!(Instant::now() < deadline, "run {id} never became an orphan");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A test of a `harness = false` target; `ignored` says why it runs only
+/// with `--ignored` (`make test-stress`).
+pub struct Test {
+    pub name: &'static str,
+    pub run: fn(),
+    pub ignored: Option<&'static str>,
+}
+
+/// The `main` of a target with workers: serves worker `mode` (`serve`
+/// panics on a mode it does not know) when asked to,
+/// else runs the tests libtest-style. Understands what `make` and cargo
+/// pass: name filters, `--exact`, `--ignored`, `--include-ignored`; accepts
+/// and ignores `--nocapture`, `--test-threads=N`, `-q`/`--quiet`; refuses
+/// anything else, loudly.
+pub fn run_tests(tests: &[Test], serve: fn(mode: &str, args: &[String])) {
+    if let Ok(mode) = std::env::var("RUN_RECOVERY_WORKER") {
+        let args = std::env::var("RUN_RECOVERY_WORKER_ARGS").unwrap_or_default();
+        let args: Vec<String> = args.split('\t').map(str::to_string).collect();
+        serve(&mode, &args);
+        std::process::exit(0);
+    }
+    let (mut filters, mut exact, mut ignored, mut include_ignored) =
+        (Vec::new(), false, false, false);
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--exact" => exact = true,
+            "--ignored" => ignored = true,
+            "--include-ignored" => include_ignored = true,
+            "--nocapture" | "-q" | "--quiet" => {}
+            s if s.starts_with("--test-threads") => {}
+            s if s.starts_with('-') => {
+                eprintln!("this test binary does not understand {s:?}");
+                std::process::exit(2);
+            }
+            s => filters.push(s.to_string()),
+        }
+    }
+    let chosen = |t: &Test| {
+        let named = filters.is_empty()
+            || filters.iter().any(|f| {
+                if exact {
+                    t.name == f
+                } else {
+                    t.name.contains(f.as_str())
+                }
+            });
+        let by_ignore = include_ignored || (ignored == t.ignored.is_some());
+        named && by_ignore
+    };
+    let (mut passed, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0);
+    for t in tests {
+        if !chosen(t) {
+            skipped += 1;
+            if let (Some(why), false) = (t.ignored, ignored || include_ignored) {
+                println!("test {} ... ignored, {why}", t.name);
+            }
+            continue;
+        }
+        println!("test {} ...", t.name);
+        match catch_unwind(AssertUnwindSafe(t.run)) {
+            Ok(()) => {
+                println!("test {} ... ok", t.name);
+                passed.push(t.name);
+            }
+            Err(_) => {
+                println!("test {} ... FAILED", t.name);
+                failed.push(t.name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; {skipped} not run",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        passed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        println!("failures: {failed:?}");
+        std::process::exit(101);
+    }
+}
+
+/// Starts this test binary again as a worker serving `mode`; `args` reach
+/// its `serve` (tab-separated through the environment).
+pub fn spawn_self(mode: &str, args: &[String]) -> Child {
+    let exe = std::env::current_exe().expect("current_exe");
+    Command::new(exe)
+        .env("RUN_RECOVERY_WORKER", mode)
+        .env("RUN_RECOVERY_WORKER_ARGS", args.join("\t"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn worker")
 }

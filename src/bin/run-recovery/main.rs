@@ -3,11 +3,8 @@
 //! Statically linked: it opens the database with the bundled SQLite and calls
 //! `run_recovery::register` on it, so it needs no loadable library.
 
-#[path = "run-recovery/cli.rs"]
 mod cli;
-#[path = "run-recovery/demo.rs"]
 mod demo;
-#[path = "run-recovery/worker.rs"]
 mod worker;
 
 use cli::{Args, CliError};
