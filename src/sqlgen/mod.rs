@@ -272,12 +272,14 @@ END",
     ));
     out.push(format!(
         "CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF {status} ON {table}
-WHEN {} AND (OLD.{status} IS NULL OR NOT {})
+WHEN (OLD.{status} IS NULL OR NOT {}) AND {}
 BEGIN
   {stamp}
 END",
-        live_test(cfg, &format!("NEW.{status}")),
-        live_test(cfg, &format!("OLD.{status}"))
+        // The old status first: a move between two live statuses (the
+        // common status write, running <-> paused) is decided by one test.
+        live_test(cfg, &format!("OLD.{status}")),
+        live_test(cfg, &format!("NEW.{status}"))
     ));
 
     // 2. One AFTER UPDATE trigger on the metadata column guards the recovery
