@@ -35,6 +35,8 @@ const F: &str = "orphaned_runs";
 
 /// The table's columns, in declaration order (as series.c names its
 /// `SERIES_COLUMN_*`): the visible ones, then the hidden inputs.
+/// Only some are matched in `best_index`; the others name their numbers.
+#[allow(dead_code)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(i32)]
 enum Col {
@@ -61,25 +63,9 @@ impl Col {
     /// of idxNum is input `i`).
     const INPUTS: [Col; 3] = [Col::ThresholdMs, Col::NowMs, Col::IncludeDismissed];
 
-    fn of(i: c_int) -> Option<Col> {
-        use Col::*;
-        [
-            RunId,
-            Name,
-            Status,
-            LastHeartbeat,
-            AgeMs,
-            CheckpointStep,
-            CheckpointState,
-            Lease,
-            Resumes,
-            Dismissed,
-            ThresholdMs,
-            NowMs,
-            IncludeDismissed,
-        ]
-        .get(usize::try_from(i).ok()?)
-        .copied()
+    /// Whether SQLite's column number `i` is this column.
+    fn is(self, i: c_int) -> bool {
+        self as c_int == i
     }
 }
 
@@ -97,8 +83,7 @@ const VISIBLE: usize = Col::ThresholdMs as usize;
 /// claimed. `ORDER BY last_heartbeat` is not: SQLite puts NULL first, the
 /// query puts it where 0 would be (after negative heartbeats).
 fn order_is_produced(mut order_bys: impl Iterator<Item = (c_int, bool)>) -> bool {
-    matches!(order_bys.next(), Some((c, true)) if Col::of(c) == Some(Col::AgeMs))
-        && order_bys.next().is_none()
+    matches!(order_bys.next(), Some((c, true)) if Col::AgeMs.is(c)) && order_bys.next().is_none()
 }
 
 pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
@@ -164,9 +149,7 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
         let mut slots: [Option<usize>; 3] = [None; 3];
         let mut unusable = 0;
         for (i, c) in info.constraints().enumerate() {
-            let Some(bit) =
-                Col::of(c.column()).and_then(|col| Col::INPUTS.iter().position(|x| *x == col))
-            else {
+            let Some(bit) = Col::INPUTS.iter().position(|x| x.is(c.column())) else {
                 continue;
             };
             if !c.is_usable() {

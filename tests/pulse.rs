@@ -50,6 +50,15 @@ fn wait_finished(conn: &Connection, id: &str) -> Value {
     last
 }
 
+/// Why the pulse of `id` finished, once it has.
+fn stop_reason(conn: &Connection, id: &str) -> String {
+    let p = wait_finished(conn, id);
+    p["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reason: {p}"))
+        .to_string()
+}
+
 fn heartbeat(conn: &Connection, id: &str) -> i64 {
     meta(conn, id)["lastHeartbeat"].as_i64().unwrap()
 }
@@ -141,13 +150,10 @@ fn stops_when_the_run_is_finished() {
         [],
     )
     .unwrap();
-    let p = wait_finished(&conn, "r1");
+    let why = stop_reason(&conn, "r1");
     assert!(
-        p["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("run_heartbeat_every: run 'r1' is not live, found status 'completed'"),
-        "{p}"
+        why.starts_with("run_heartbeat_every: run 'r1' is not live, found status 'completed'"),
+        "{why}"
     );
 }
 
@@ -157,13 +163,10 @@ fn stops_when_uninstalled() {
     let (_, conn) = setup(&dir, "{}");
     one::<i64>(&conn, "SELECT run_heartbeat_every('r1', 10)").unwrap();
     one::<String>(&conn, "SELECT run_recovery_uninstall()").unwrap();
-    let p = wait_finished(&conn, "r1");
+    let why = stop_reason(&conn, "r1");
     assert!(
-        p["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("run_heartbeat_every: run_recovery is not installed"),
-        "{p}"
+        why.starts_with("run_heartbeat_every: run_recovery is not installed"),
+        "{why}"
     );
 }
 

@@ -25,16 +25,12 @@ use common::*;
 fn main() {
     run_tests(
         &[
-            Test {
-                name: "crash_loop",
-                run: crash_loop,
-                ignored: None,
-            },
-            Test {
-                name: "crash_loop_full",
-                run: crash_loop_full,
-                ignored: Some("stress: 200 SIGKILLs; run by `make test-stress`"),
-            },
+            Test::new("crash_loop", crash_loop, None),
+            Test::new(
+                "crash_loop_full",
+                crash_loop_full,
+                Some("stress: 200 SIGKILLs; run by `make test-stress`"),
+            ),
         ],
         serve,
     );

@@ -17,41 +17,29 @@ use common::*;
 fn main() {
     const STRESS: Option<&str> =
         Some("stress: 16 processes x 1,000 rounds; run by `make test-stress`");
-    let test = |name, run, ignored| Test { name, run, ignored };
-    run_tests(
-        &[
-            // The direct call; the idiomatic form (every client recovers
-            // what `orphaned_runs` lists); clients without the extension
-            // (the browser, a dqlite node) through the pure-SQL actions.
-            test(
-                "race_resume_across_processes",
-                || race_case("race", 6, 60),
-                None,
-            ),
-            test(
-                "race_resume_through_orphaned_runs",
-                || race_case("race-tvf", 6, 60),
-                None,
-            ),
-            test(
-                "race_resume_through_actions",
-                || race_case("race-actions", 6, 60),
-                None,
-            ),
-            test("race_resume_full", || race_case("race", 16, 1000), STRESS),
-            test(
-                "race_resume_full_through_orphaned_runs",
-                || race_case("race-tvf", 16, 1000),
-                STRESS,
-            ),
-            test(
-                "race_resume_full_through_actions",
-                || race_case("race-actions", 16, 1000),
-                STRESS,
-            ),
-        ],
-        serve,
-    );
+    // The direct call; the idiomatic form (every client recovers what
+    // `orphaned_runs` lists); clients without the extension (the browser,
+    // a dqlite node) through the pure-SQL actions. Each in `make test`
+    // (6 x 60) and in `make test-stress` (16 x 1,000).
+    let forms = [
+        ("race", "race_resume_across_processes", "race_resume_full"),
+        (
+            "race-tvf",
+            "race_resume_through_orphaned_runs",
+            "race_resume_full_through_orphaned_runs",
+        ),
+        (
+            "race-actions",
+            "race_resume_through_actions",
+            "race_resume_full_through_actions",
+        ),
+    ];
+    let mut tests = Vec::new();
+    for (mode, quick, full) in forms {
+        tests.push(Test::new(quick, move || race_case(mode, 6, 60), None));
+        tests.push(Test::new(full, move || race_case(mode, 16, 1000), STRESS));
+    }
+    run_tests(&tests, serve);
 }
 
 /// One race of `mode`: `RUN_RECOVERY_RACE_PROCS` processes x

@@ -183,9 +183,19 @@ pub fn wait_orphan(conn: &Connection, id: &str) -> i64 {
 /// A test of a `harness = false` target; `ignored` says why it runs only
 /// with `--ignored` (`make test-stress`).
 pub struct Test {
-    pub name: &'static str,
-    pub run: fn(),
+    pub name: String,
+    pub run: Box<dyn Fn()>,
     pub ignored: Option<&'static str>,
+}
+
+impl Test {
+    pub fn new(name: &str, run: impl Fn() + 'static, ignored: Option<&'static str>) -> Test {
+        Test {
+            name: name.to_string(),
+            run: Box::new(run),
+            ignored,
+        }
+    }
 }
 
 /// The `main` of a target with workers: serves worker `mode` (`serve`
@@ -221,7 +231,7 @@ pub fn run_tests(tests: &[Test], serve: fn(mode: &str, args: &[String])) {
         let named = filters.is_empty()
             || filters.iter().any(|f| {
                 if exact {
-                    t.name == f
+                    t.name == *f
                 } else {
                     t.name.contains(f.as_str())
                 }
@@ -239,14 +249,14 @@ pub fn run_tests(tests: &[Test], serve: fn(mode: &str, args: &[String])) {
             continue;
         }
         println!("test {} ...", t.name);
-        match catch_unwind(AssertUnwindSafe(t.run)) {
+        match catch_unwind(AssertUnwindSafe(&t.run)) {
             Ok(()) => {
                 println!("test {} ... ok", t.name);
-                passed.push(t.name);
+                passed.push(&t.name);
             }
             Err(_) => {
                 println!("test {} ... FAILED", t.name);
-                failed.push(t.name);
+                failed.push(&t.name);
             }
         }
     }
