@@ -14,9 +14,12 @@
 //! 2. for each action, one `UPDATE … WHERE id = NEW.run_id AND action = '…'`
 //!    whose `SET` is a `CASE` that RAISEs the first precondition the row
 //!    fails (in the order the functions check them) and otherwise computes
-//!    the new metadata, followed by `SELECT RAISE(… no such run) WHERE
-//!    changes() = 0`. The `action = '…'` term references no table, so SQLite
-//!    tests it once before touching the table: the other actions cost a jump.
+//!    the new metadata, followed by a `SELECT` that RAISEs "no such run" when
+//!    `changes()` is 0 and otherwise `RAISE(IGNORE)`s: the action is done,
+//!    the rest of the trigger is skipped for this row (its write is kept; an
+//!    `INSERT … SELECT` goes on with its next row). The `action = '…'` term
+//!    references no table, so SQLite tests it once before touching the
+//!    table: the actions before the one asked for cost a jump each.
 //!
 //! A RAISE(ABORT) undoes the whole INSERT, so a refused action changes nothing.
 //! Time is the database's clock: `NOW_MS` is the same value for every use
@@ -70,19 +73,19 @@ fn actions_trigger(cfg: &Config) -> String {
     )
 }
 
+/// After the action's UPDATE: no row changed means no such run; otherwise
+/// the action is done and `RAISE(IGNORE)` skips the rest of the trigger for
+/// this row (the other actions' statements), keeping what was written.
 fn no_such_run(action: &str) -> String {
     format!(
-        "  SELECT {} WHERE {ACTION} = '{action}' AND changes() = 0;",
+        "  SELECT CASE WHEN changes() = 0 THEN {} ELSE RAISE(IGNORE) END WHERE {ACTION} = '{action}';",
         raise(action, ActionRefusal::NoSuchRun)
     )
 }
 
-/// Step 1: the arguments, in the order the functions check theirs.
+/// Step 1: the arguments, in the order the functions check theirs
+/// (`lower(NEW.action)` is computed once).
 fn argument_checks() -> String {
-    let known: String = ACTIONS
-        .iter()
-        .map(|a| format!(" WHEN '{a}' THEN 1"))
-        .collect();
     let id_ok = "CASE typeof(NEW.run_id) WHEN 'text' THEN 1 WHEN 'integer' THEN 1 ELSE 0 END";
     let lease_ok = "(NEW.lease IS NULL OR (typeof(NEW.lease) = 'integer' AND NEW.lease >= 1))";
     let step_ok = "(typeof(NEW.step) = 'integer' AND NEW.step >= 0)";
@@ -90,28 +93,29 @@ fn argument_checks() -> String {
 WHEN 'real' THEN abs(NEW.state) < 9e999 WHEN 'text' THEN json_valid(NEW.state) ELSE 0 END";
     let threshold_ok =
         "(NEW.threshold_ms IS NULL OR (typeof(NEW.threshold_ms) = 'integer' AND NEW.threshold_ms >= 0))";
-    let mut whens = vec![format!(
-        "WHEN NOT coalesce(CASE {ACTION}{known} ELSE 0 END, 0) THEN RAISE(ABORT, {})",
-        literal(ACTION_UNKNOWN)
-    )];
-    let mut check = |action: &str, ok: &str, why: ActionRefusal| {
-        whens.push(format!(
-            "WHEN {ACTION} = '{action}' AND NOT {ok} THEN {}",
-            raise(action, why)
-        ));
-    };
     use ActionRefusal::*;
-    check("heartbeat", id_ok, BadRunId);
-    check("heartbeat", lease_ok, BadLease);
-    check("checkpoint", id_ok, BadRunId);
-    check("checkpoint", step_ok, BadStep);
-    check("checkpoint", state_ok, BadState);
-    check("checkpoint", lease_ok, BadLease);
+    let checks = |action: &str, list: &[(&str, ActionRefusal)]| {
+        let whens: String = list
+            .iter()
+            .map(|(ok, why)| format!(" WHEN NOT {ok} THEN {}", raise(action, *why)))
+            .collect();
+        format!("    WHEN '{action}' THEN CASE{whens} END")
+    };
+    let mut arms = vec![
+        checks("heartbeat", &[(id_ok, BadRunId), (lease_ok, BadLease)]),
+        checks(
+            "checkpoint",
+            &[(id_ok, BadRunId), (step_ok, BadStep), (state_ok, BadState), (lease_ok, BadLease)],
+        ),
+    ];
     for action in ["resume", "fail", "dismiss"] {
-        check(action, id_ok, BadRunId);
-        check(action, threshold_ok, BadThreshold);
+        arms.push(checks(action, &[(id_ok, BadRunId), (threshold_ok, BadThreshold)]));
     }
-    format!("  SELECT CASE\n    {}\n  END;", whens.join("\n    "))
+    format!(
+        "  SELECT CASE {ACTION}\n{}\n    ELSE RAISE(ABORT, {})\n  END;",
+        arms.join("\n"),
+        literal(ACTION_UNKNOWN)
+    )
 }
 
 /// Step 2 for heartbeat and checkpoint: the row's preconditions in the order
