@@ -73,12 +73,11 @@ fn the_checked_in_sql_equals_what_install_generates() {
     plain.execute_batch(&file).unwrap();
     let conn = installed();
     let schema = |c: &rusqlite::Connection| -> Vec<String> {
-        c.prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
+        column(
+            c,
+            "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name",
+            [],
+        )
     };
     assert_eq!(schema(&plain), schema(&conn));
 }
@@ -437,14 +436,7 @@ fn orphaned_runs_lists_stale_live_runs_oldest_first() {
         ]
     );
     // Default threshold (30 s) and wall clock; the view agrees.
-    let ids = |sql: &str| -> Vec<String> {
-        conn.prepare(sql)
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-    };
+    let ids = |sql: &str| -> Vec<String> { column(&conn, sql, []) };
     assert_eq!(
         ids("SELECT run_id FROM orphaned_runs"),
         vec!["older", "old"]

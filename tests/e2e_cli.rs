@@ -224,29 +224,40 @@ fn usage_errors() {
     assert!(stdout(&out).contains("CREATE TABLE IF NOT EXISTS run_recovery_settings"));
 }
 
-#[test]
-fn demo_without_a_terminal_resumes_to_completion() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("demo.db").to_string_lossy().into_owned();
-    let out = cli(
+/// `run-recovery demo DB --answer ANSWER` with `steps` steps of `step_ms`,
+/// killed after step `kill_after` (pulse 20 ms, threshold 300 ms).
+fn demo(db: &str, answer: &str, steps: i64, step_ms: i64, kill_after: i64) -> std::process::Output {
+    let (steps, step_ms, kill_after) = (
+        steps.to_string(),
+        step_ms.to_string(),
+        kill_after.to_string(),
+    );
+    cli(
         &[
             "demo",
-            &db,
+            db,
             "--answer",
-            "r",
+            answer,
             "--steps",
-            "5",
+            &steps,
             "--step-ms",
-            "60",
+            &step_ms,
             "--interval",
             "20",
             "--threshold",
             "300",
             "--kill-after",
-            "2",
+            &kill_after,
         ],
         "",
-    );
+    )
+}
+
+#[test]
+fn demo_without_a_terminal_resumes_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db").to_string_lossy().into_owned();
+    let out = demo(&db, "r", 5, 60, 2);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     for want in [
@@ -266,13 +277,11 @@ fn demo_without_a_terminal_resumes_to_completion() {
     assert_eq!(status(&conn, &id), "completed");
     assert_eq!(steps_done(&conn, &id), exactly_once(5));
     // The first worker did steps 1-2 with lease 1, the second 3-5 with lease 2.
-    let leases: Vec<i64> = conn
-        .prepare("SELECT lease FROM run_recovery_demo_steps ORDER BY step")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let leases: Vec<i64> = column(
+        &conn,
+        "SELECT lease FROM run_recovery_demo_steps ORDER BY step",
+        [],
+    );
     assert_eq!(leases, vec![1, 1, 2, 2, 2]);
     integrity_ok(&conn);
 
@@ -286,25 +295,7 @@ fn demo_without_a_terminal_resumes_to_completion() {
 fn demo_answer_fail_marks_the_run_failed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db").to_string_lossy().into_owned();
-    let out = cli(
-        &[
-            "demo",
-            &db,
-            "--answer",
-            "f",
-            "--steps",
-            "4",
-            "--step-ms",
-            "40",
-            "--interval",
-            "20",
-            "--threshold",
-            "300",
-            "--kill-after",
-            "1",
-        ],
-        "",
-    );
+    let out = demo(&db, "f", 4, 40, 1);
     assert_eq!(
         out.status.code(),
         Some(0),

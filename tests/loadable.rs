@@ -33,13 +33,7 @@ fn load(conn: &Connection) {
 }
 
 fn names(conn: &Connection, sql: &str) -> Vec<String> {
-    let mut v: Vec<String> = conn
-        .prepare(sql)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let mut v: Vec<String> = column(conn, sql, []);
     v.sort();
     v.dedup();
     v

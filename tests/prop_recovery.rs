@@ -218,13 +218,7 @@ fn read(conn: &Connection, id: &str) -> Row {
 }
 
 fn ids(conn: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Vec<String> {
-    let mut v: Vec<String> = conn
-        .prepare(sql)
-        .unwrap()
-        .query_map(p, |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let mut v: Vec<String> = column(conn, sql, p);
     v.sort();
     v
 }

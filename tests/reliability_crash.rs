@@ -229,21 +229,9 @@ fn one_kill(path: &Path, conn: &rusqlite::Connection, n: u64, rng: &mut Rng, f: 
     while run_recovery::now_ms() <= hb + STALE_MS + 1 {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let listed: Vec<String> = conn
-        .prepare("SELECT run_id FROM orphaned_runs")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let listed: Vec<String> = column(conn, "SELECT run_id FROM orphaned_runs", []);
     assert_eq!(listed, vec![id.clone()], "kill {n}: orphaned_runs");
-    let view: Vec<String> = conn
-        .prepare("SELECT run_id FROM run_recovery_orphans")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let view: Vec<String> = column(conn, "SELECT run_id FROM run_recovery_orphans", []);
     assert_eq!(
         view,
         vec![id.clone()],

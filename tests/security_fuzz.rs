@@ -315,13 +315,7 @@ fn an_argument_with_a_nul_byte_gets_an_error_naming_the_function() {
 fn a_heartbeat_at_i64_min_is_an_orphan_that_can_be_recovered() {
     let meta = Arg::Bind(Value::Text(format!(r#"{{"lastHeartbeat":{}}}"#, i64::MIN)));
     let conn = setup(&meta, &Arg::Bind(Value::Text("running".into())), false);
-    let listed: Vec<String> = conn
-        .prepare("SELECT run_id FROM orphaned_runs")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let listed: Vec<String> = column(&conn, "SELECT run_id FROM orphaned_runs", []);
     assert_eq!(listed, vec![ID.to_string()]);
     let r = call(
         &conn,

@@ -192,6 +192,20 @@ pub fn age_heartbeat(conn: &Connection, id: &str, ms: i64) {
     assert_eq!(changed.expect("age heartbeat"), 1, "run {id} not found");
 }
 
+/// The first column of every row `sql` gives (with `params`).
+pub fn column<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Vec<T> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map(params, |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap()
+}
+
 /// Runs a one-value query, giving the error text on failure.
 pub fn one<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Result<T, String> {
     conn.query_row(sql, [], |r| r.get(0))
@@ -237,13 +251,11 @@ pub fn snapshot(conn: &Connection) -> Vec<String> {
         })
         .unwrap();
     out.extend(rows.map(|r| r.unwrap()));
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let tables: Vec<String> = column(
+        conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+        [],
+    );
     for t in tables {
         out.extend(table_rows(conn, &t));
     }
