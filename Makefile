@@ -14,11 +14,17 @@ LOADABLE := dist/run_recovery.$(EXT)
 SQLITE3 ?= sqlite3
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all loadable cli test test-rust test-sql docs-check bench demo format lint dist clean sql
+.PHONY: all loadable cli test test-rust test-sql format lint dist clean sql print-lib-inputs
 
 all: loadable cli
 
-$(LOADABLE): $(shell find src -name '*.rs') Cargo.toml build.rs
+# The library's inputs: its sources, and every file an include_str! in them
+# reads (the path taken relative to the including file, as rustc does).
+LIB_RS := $(shell find src -name '*.rs' -not -path 'src/bin/*')
+LIB_INCLUDED := $(shell grep -HoE 'include_str!\("[^"]+"\)' $(LIB_RS) | \
+  sed -E 's|^(.*)/[^/]*:include_str!\("([^"]+)"\)$$|\1/\2|' | xargs -r realpath -m --relative-to=.)
+
+$(LOADABLE): $(LIB_RS) $(LIB_INCLUDED) Cargo.toml build.rs
 	$(CARGO) build --release --lib --no-default-features --features loadable --target-dir $(LOADABLE_TARGET)
 	mkdir -p dist
 	cp $(LOADABLE_TARGET)/release/librun_recovery.$(EXT) $(LOADABLE)
@@ -51,6 +57,10 @@ lint:
 
 clean:
 	rm -rf target dist
+
+# What the loadable library is rebuilt from (a check that include_str! files are in it).
+print-lib-inputs:
+	@echo $(LIB_RS) $(LIB_INCLUDED) Cargo.toml build.rs
 
 # Extra targets live in mk/*.mk; each adds its tests to TEST_TARGETS.
 TEST_TARGETS := lint test-rust test-sql

@@ -1,5 +1,5 @@
--- The app's runs table, exactly as ../shared/spec.md gives it (run_recovery never
--- changes it). Shared by the demo and the tests of every language.
+-- The host app's runs table, as the app creates it (run_recovery never changes
+-- it). Shared by the demo and the tests of every language.
 CREATE TABLE protocol_runs (
   accession_id CHAR(32) NOT NULL PRIMARY KEY,
   created_at DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,

@@ -7,21 +7,18 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
+const { execFileSync } = require('node:child_process');
 
 const here = __dirname;
 const root = path.resolve(here, '..', '..');
 const SUFFIX = { darwin: 'dylib', win32: 'dll' }[process.platform] || 'so';
 
+// The crate's version, from the repository's one reader of Cargo.toml
+// (scripts/cargo_version.py; $PYTHON or python3 runs it).
 function cargoVersion() {
-  let section = null;
-  for (const raw of fs.readFileSync(path.join(root, 'Cargo.toml'), 'utf8').split('\n')) {
-    const line = raw.trim();
-    const s = line.match(/^\[([^\]]+)\]$/);
-    if (s) section = s[1].trim();
-    const v = line.match(/^version\s*=\s*"([^"]+)"/);
-    if (section === 'package' && v) return v[1];
-  }
-  throw new Error('run-recovery build: no [package] version in Cargo.toml');
+  const script = path.join(root, 'scripts', 'cargo_version.py');
+  const python = process.env.PYTHON || 'python3';
+  return execFileSync(python, [script], { encoding: 'utf8' }).trim();
 }
 
 function main() {
@@ -50,4 +47,6 @@ function main() {
   fs.copyFileSync(src, path.join(here, 'lib', `run_recovery.${SUFFIX}`));
 }
 
-main();
+module.exports = { cargoVersion };
+
+if (require.main === module) main();

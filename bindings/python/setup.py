@@ -8,8 +8,8 @@ run_recovery_version() and this package. Built from an unpacked sdist (no
 Cargo.toml above it), it uses the files already in the package.
 """
 
+import importlib.util
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -25,18 +25,15 @@ LIBRARY = "run_recovery." + SUFFIX
 
 
 def cargo_version(cargo_toml):
-    """The `version` of the [package] table of Cargo.toml."""
-    section = None
-    for line in cargo_toml.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        m = re.match(r"^\[([^\]]+)\]$", line)
-        if m:
-            section = m.group(1).strip()
-            continue
-        m = re.match(r'^version\s*=\s*"([^"]+)"', line)
-        if section == "package" and m:
-            return m.group(1)
-    raise SystemExit(f"run_recovery setup.py: no [package] version in {cargo_toml}")
+    """The crate's version, read by the repository's one reader of it
+    (scripts/cargo_version.py)."""
+    script = ROOT / "scripts" / "cargo_version.py"
+    spec = importlib.util.spec_from_file_location("cargo_version", script)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"run_recovery setup.py: cannot load {script}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cargo_version(cargo_toml)
 
 
 def prepare():

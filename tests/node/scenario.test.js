@@ -17,7 +17,7 @@ const runRecovery = require(path.join(ROOT, 'bindings', 'node'));
 const ADDON = path.join(__dirname, 'node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node');
 const Database = require('better-sqlite3');
 
-// The host schema of ../shared/spec.md, shared by every test.
+// The host schema (sql/protocol_runs.sql), shared by the tests of every language.
 const SCHEMA = require('fs').readFileSync(path.join(__dirname, '..', '..', 'sql', 'protocol_runs.sql'), 'utf8');
 
 const DEAD_RESUME = 'a'.repeat(32);
@@ -26,17 +26,8 @@ const DEAD_DISMISS = 'c'.repeat(32);
 const LIVE_1 = 'd'.repeat(32);
 const LIVE_2 = 'e'.repeat(32);
 
-function cargoVersion() {
-  let section = null;
-  for (const raw of fs.readFileSync(path.join(ROOT, 'Cargo.toml'), 'utf8').split('\n')) {
-    const line = raw.trim();
-    const s = line.match(/^\[([^\]]+)\]$/);
-    if (s) section = s[1];
-    const v = line.match(/^version\s*=\s*"([^"]+)"/);
-    if (section === 'package' && v) return v[1];
-  }
-  throw new Error('no [package] version in Cargo.toml');
-}
+// The crate's version, read by the repository's one reader of Cargo.toml.
+const { cargoVersion } = require(path.join(ROOT, 'bindings', 'node', 'build.js'));
 
 function openDb() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-recovery-node-'));

@@ -4,33 +4,21 @@ The tests import the *installed* package (make installs bindings/python into
 a venv of Debian's /usr/bin/python3 and runs pytest with it).
 """
 
-import re
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 import run_recovery
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from cargo_version import cargo_version  # noqa: E402  (the repository's one reader)
 
-# The host schema of ../shared/spec.md, unchanged (shared by every test).
+# The host schema (sql/protocol_runs.sql), shared by the tests of every language.
 SCHEMA = (ROOT / "sql" / "protocol_runs.sql").read_text()
 
 PROTOCOL = "f" * 32
-
-
-def cargo_version():
-    """`version` of the [package] table of the repository's Cargo.toml."""
-    section = None
-    for line in (ROOT / "Cargo.toml").read_text().splitlines():
-        line = line.strip()
-        m = re.match(r"^\[([^\]]+)\]$", line)
-        if m:
-            section = m.group(1)
-        m = re.match(r'^version\s*=\s*"([^"]+)"', line)
-        if section == "package" and m:
-            return m.group(1)
-    raise AssertionError("no [package] version in Cargo.toml")
 
 
 @pytest.fixture

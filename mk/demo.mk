@@ -1,4 +1,4 @@
-# The run-recovery command line: `make demo` and the CLI's test targets.
+# The demo: `make demo` and `make test-demo` (the command line itself is `make cli`).
 # (The Rust end-to-end tests in tests/e2e*.rs run under `make test-rust`.)
 .PHONY: demo test-demo
 
