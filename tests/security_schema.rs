@@ -48,6 +48,8 @@ CREATE VIEW evil_run_checkpoint AS SELECT run_checkpoint('r1', 99, '{"pwned":1}'
 CREATE VIEW evil_recover_run AS SELECT recover_run('r1', 'fail', 0) AS x;
 CREATE VIEW evil_run_recovery_install AS SELECT run_recovery_install('{"stale_after_ms": 1}') AS x;
 CREATE VIEW evil_run_recovery_uninstall AS SELECT run_recovery_uninstall() AS x;
+CREATE VIEW evil_run_heartbeat_every AS SELECT run_heartbeat_every('r1', 10) AS x;
+CREATE VIEW evil_run_heartbeat_stop AS SELECT run_heartbeat_stop('r1') AS x;
 CREATE TABLE audit_run_heartbeat (x);
 CREATE TRIGGER evil_trigger_run_heartbeat AFTER INSERT ON audit_run_heartbeat
   BEGIN SELECT run_heartbeat('r1'); END;
@@ -63,6 +65,12 @@ CREATE TRIGGER evil_trigger_run_recovery_install AFTER INSERT ON audit_run_recov
 CREATE TABLE audit_run_recovery_uninstall (x);
 CREATE TRIGGER evil_trigger_run_recovery_uninstall AFTER INSERT ON audit_run_recovery_uninstall
   BEGIN SELECT run_recovery_uninstall(); END;
+CREATE TABLE audit_run_heartbeat_every (x);
+CREATE TRIGGER evil_trigger_run_heartbeat_every AFTER INSERT ON audit_run_heartbeat_every
+  BEGIN SELECT run_heartbeat_every('r1', 10); END;
+CREATE TABLE audit_run_heartbeat_stop (x);
+CREATE TRIGGER evil_trigger_run_heartbeat_stop AFTER INSERT ON audit_run_heartbeat_stop
+  BEGIN SELECT run_heartbeat_stop('r1'); END;
 "#,
     )
     .unwrap();
@@ -77,12 +85,14 @@ CREATE TRIGGER evil_trigger_run_recovery_uninstall AFTER INSERT ON audit_run_rec
     path
 }
 
-const WRITERS: [&str; 5] = [
+const WRITERS: [&str; 7] = [
     "run_heartbeat",
     "run_checkpoint",
     "recover_run",
     "run_recovery_install",
     "run_recovery_uninstall",
+    "run_heartbeat_every",
+    "run_heartbeat_stop",
 ];
 
 fn expect_unsafe(conn: &Connection, sql: &str, func: &str) {
