@@ -140,34 +140,27 @@ fn stops_at_the_first_tick_after_a_resume_elsewhere() {
     assert_eq!(meta(&other, "r1")["lease"], 2);
 }
 
+/// A pulse stops by itself at the first refusal: the run finished, or
+/// run_recovery was uninstalled.
 #[test]
-fn stops_when_the_run_is_finished() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, conn) = setup(&dir, "{}");
-    one::<i64>(&conn, "SELECT run_heartbeat_every('r1', 10)").unwrap();
-    conn.execute(
-        "UPDATE protocol_runs SET status = 'completed' WHERE accession_id = 'r1'",
-        [],
-    )
-    .unwrap();
-    let why = stop_reason(&conn, "r1");
-    assert!(
-        why.starts_with("run_heartbeat_every: run 'r1' is not live, found status 'completed'"),
-        "{why}"
-    );
-}
-
-#[test]
-fn stops_when_uninstalled() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, conn) = setup(&dir, "{}");
-    one::<i64>(&conn, "SELECT run_heartbeat_every('r1', 10)").unwrap();
-    one::<String>(&conn, "SELECT run_recovery_uninstall()").unwrap();
-    let why = stop_reason(&conn, "r1");
-    assert!(
-        why.starts_with("run_heartbeat_every: run_recovery is not installed"),
-        "{why}"
-    );
+fn stops_when_the_run_is_finished_or_run_recovery_uninstalled() {
+    for (change, why) in [
+        (
+            "UPDATE protocol_runs SET status = 'completed' WHERE accession_id = 'r1'",
+            "run_heartbeat_every: run 'r1' is not live, found status 'completed'",
+        ),
+        (
+            "SELECT run_recovery_uninstall()",
+            "run_heartbeat_every: run_recovery is not installed",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, conn) = setup(&dir, "{}");
+        one::<i64>(&conn, "SELECT run_heartbeat_every('r1', 10)").unwrap();
+        conn.query_row(change, [], |_| Ok(())).unwrap();
+        let reason = stop_reason(&conn, "r1");
+        assert!(reason.starts_with(why), "{change}: {reason}");
+    }
 }
 
 #[test]
