@@ -157,7 +157,7 @@ fn stops_when_the_run_is_finished_or_run_recovery_uninstalled() {
         let dir = tempfile::tempdir().unwrap();
         let (_, conn) = setup(&dir, "{}");
         one::<i64>(&conn, "SELECT run_heartbeat_every('r1', 10)").unwrap();
-        conn.query_row(change, [], |_| Ok(())).unwrap();
+        conn.execute_batch(change).unwrap();
         let reason = stop_reason(&conn, "r1");
         assert!(reason.starts_with(why), "{change}: {reason}");
     }
