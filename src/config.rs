@@ -112,14 +112,6 @@ impl Config {
         Ok(())
     }
 
-    /// [`Config::apply_json`] with the refusal as text, `<func>: <problem>`.
-    /// Not part of the API: kept only until tests/prop_actions.rs calls
-    /// `apply_json`.
-    #[doc(hidden)]
-    pub fn apply(&mut self, func: &str, text: &str) -> Result<(), String> {
-        self.apply_json(text).map_err(|p| format!("{func}: {p}"))
-    }
-
     pub fn to_json(&self) -> Value {
         json!({
             "table": self.table,

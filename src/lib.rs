@@ -38,11 +38,6 @@ pub(crate) const WRITER: FunctionFlags =
 pub(crate) const READER: FunctionFlags =
     FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
 
-/// The host table (`sql/protocol_runs.sql`). Not part of the API: kept only
-/// until `benches/` reads the file itself, like the tests and the demo do.
-#[doc(hidden)]
-pub const SPEC_SCHEMA: &str = include_str!("../sql/protocol_runs.sql");
-
 /// Every SQL function and module run_recovery registers.
 pub const FUNCTIONS: [&str; 11] = [
     "recover_run",

@@ -15,14 +15,14 @@
 //!
 //! Cases: `PROPTEST_CASES` (default 256; `make test-stress` runs 5,000).
 
-mod reliability_common;
+mod common;
 
 use proptest::prelude::*;
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value as Json};
 
-use reliability_common::{err_text, insert_run, HOST_SCHEMA};
+use common::{add_run, err_text, SCHEMA};
 use run_recovery::config::Config;
 use run_recovery::errors::{ActionRefusal, ACTION_UNKNOWN};
 
@@ -303,7 +303,7 @@ impl Pair {
         run_recovery::register(&f).unwrap();
         let a = Connection::open_in_memory().unwrap();
         for conn in [&f, &a] {
-            conn.execute_batch(HOST_SCHEMA).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
             for (i, (status, case, meta)) in initial.iter().enumerate() {
                 let meta = match meta {
                     InitialMeta::Null => None,
@@ -311,7 +311,7 @@ impl Pair {
                     InitialMeta::Array => Some("[1,2]".to_string()),
                     InitialMeta::Malformed => Some("{oops".to_string()),
                 };
-                insert_run(
+                add_run(
                     conn,
                     RUNS[i],
                     &in_case(ALL[*status], *case),
@@ -325,7 +325,7 @@ impl Pair {
         .unwrap();
         // A never loads the extension: it gets the generated SQL, as sql/install.sql.
         let mut cfg = Config::default();
-        cfg.apply("test", CONFIG).unwrap();
+        cfg.apply_json(CONFIG).unwrap();
         a.execute_batch("SAVEPOINT i").unwrap();
         for stmt in run_recovery::sqlgen::install_script(&cfg) {
             a.execute_batch(&stmt).unwrap();
@@ -585,7 +585,7 @@ fn the_comparison_sees_a_different_decision() {
     let pair = Pair::new(&init);
     // Re-install A's actions with max_resumes 0: the first resume is refused there.
     let mut cfg = Config::default();
-    cfg.apply("test", r#"{"max_resumes": 0}"#).unwrap();
+    cfg.apply_json(r#"{"max_resumes": 0}"#).unwrap();
     for stmt in run_recovery::sqlgen::install_script(&cfg) {
         pair.a.execute_batch(&stmt).unwrap();
     }

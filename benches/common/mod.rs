@@ -10,7 +10,7 @@ use rusqlite::{params, Connection};
 pub type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// The host schema of the spec (sql/protocol_runs.sql).
-pub const SCHEMA: &str = run_recovery::SPEC_SCHEMA;
+pub const SCHEMA: &str = include_str!("../../sql/protocol_runs.sql");
 
 /// The checked-in pure-SQL install (what a client without the extension applies).
 pub const INSTALL_SQL: &str = include_str!("../../sql/install.sql");

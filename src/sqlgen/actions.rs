@@ -31,6 +31,7 @@ use super::{
 };
 use crate::config::{in_case_of, spellings, Config, TERMINAL_STATUSES};
 use crate::errors::{ActionRefusal, ACTION_UNKNOWN};
+use crate::metadata::key::{CHECKPOINT_STEP, DISMISSED_HEARTBEAT, LAST_HEARTBEAT, LEASE, RESUMES};
 
 pub const ACTIONS_VIEW: &str = "run_recovery_actions";
 pub const RUNS_VIEW: &str = "run_recovery_runs";
@@ -105,11 +106,19 @@ WHEN 'real' THEN abs(NEW.state) < 9e999 WHEN 'text' THEN json_valid(NEW.state) E
         checks("heartbeat", &[(id_ok, BadRunId), (lease_ok, BadLease)]),
         checks(
             "checkpoint",
-            &[(id_ok, BadRunId), (step_ok, BadStep), (state_ok, BadState), (lease_ok, BadLease)],
+            &[
+                (id_ok, BadRunId),
+                (step_ok, BadStep),
+                (state_ok, BadState),
+                (lease_ok, BadLease),
+            ],
         ),
     ];
     for action in ["resume", "fail", "dismiss"] {
-        arms.push(checks(action, &[(id_ok, BadRunId), (threshold_ok, BadThreshold)]));
+        arms.push(checks(
+            action,
+            &[(id_ok, BadRunId), (threshold_ok, BadThreshold)],
+        ));
     }
     format!(
         "  SELECT CASE {ACTION}\n{}\n    ELSE RAISE(ABORT, {})\n  END;",
@@ -129,7 +138,7 @@ fn stamp_update(cfg: &Config, n: &Names, action: &str) -> String {
         meta,
     } = n;
     use ActionRefusal::*;
-    let hb = int_at(meta, "lastHeartbeat");
+    let hb = int_at(meta, LAST_HEARTBEAT);
     let mut cases = vec![
         format!(
             "WHEN NOT {} THEN {}",
@@ -143,7 +152,7 @@ fn stamp_update(cfg: &Config, n: &Names, action: &str) -> String {
         ),
         format!(
             "WHEN NEW.lease IS NOT NULL AND coalesce({}, 1) <> NEW.lease THEN {}",
-            int_at(meta, "lease"),
+            int_at(meta, LEASE),
             raise(action, StaleLease)
         ),
     ];
@@ -152,7 +161,7 @@ fn stamp_update(cfg: &Config, n: &Names, action: &str) -> String {
     if action == "checkpoint" {
         cases.push(format!(
             "WHEN coalesce({}, -1) > NEW.step THEN {}",
-            int_at(meta, "checkpointStep"),
+            int_at(meta, CHECKPOINT_STEP),
             raise(action, StepBehind)
         ));
         new_meta = checkpointed(meta, &beat, "NEW.step", "NEW.state");
@@ -172,10 +181,10 @@ fn recover_update(cfg: &Config, n: &Names, action: &str) -> String {
         meta,
     } = n;
     use ActionRefusal::*;
-    let hb = int_at(meta, "lastHeartbeat");
-    let step = int_at(meta, "checkpointStep");
-    let lease = format!("coalesce({}, 1)", int_at(meta, "lease"));
-    let resumes = format!("coalesce({}, 0)", int_at(meta, "resumes"));
+    let hb = int_at(meta, LAST_HEARTBEAT);
+    let step = int_at(meta, CHECKPOINT_STEP);
+    let lease = format!("coalesce({}, 1)", int_at(meta, LEASE));
+    let resumes = format!("coalesce({}, 0)", int_at(meta, RESUMES));
     let last = |key: &str| format!("json_extract({meta}, '$.recoveryLog[#-1].{key}')");
     // No sign of life since the last recovery (not a dismiss): no newer
     // heartbeat and no new checkpoint.
@@ -186,7 +195,7 @@ AND coalesce(CAST({} AS INTEGER), -9223372036854775808) >= coalesce({hb}, 0) \
 AND CAST({} AS INTEGER) IS {step})",
         last("action"),
         last("at"),
-        last("checkpointStep"),
+        last(CHECKPOINT_STEP),
     );
     let terminal = format!(
         "lower({status}) IN ({})",
@@ -329,12 +338,12 @@ FROM (SELECT {id} AS run_id, {name} AS name, {status} AS status, {live} AS live,
              {dismissed} AS dismissed_at
       FROM {table})",
         live = live_test(cfg, &status),
-        hb = field(int_at(&meta, "lastHeartbeat")),
-        step = field(int_at(&meta, "checkpointStep")),
+        hb = field(int_at(&meta, LAST_HEARTBEAT)),
+        step = field(int_at(&meta, CHECKPOINT_STEP)),
         state = field(format!("{meta} -> '$.checkpointState'")),
-        lease = field(int_at(&meta, "lease")),
-        resumes = field(int_at(&meta, "resumes")),
-        dismissed = field(int_at(&meta, "dismissedHeartbeat")),
+        lease = field(int_at(&meta, LEASE)),
+        resumes = field(int_at(&meta, RESUMES)),
+        dismissed = field(int_at(&meta, DISMISSED_HEARTBEAT)),
     )
 }
 

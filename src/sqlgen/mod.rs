@@ -11,6 +11,10 @@
 //! every string through [`literal`]; nothing from the config is pasted raw.
 
 use crate::config::{spellings, Config};
+use crate::metadata::key::{
+    CHECKPOINT_STATE, CHECKPOINT_STEP, DISMISSED_HEARTBEAT, LAST_HEARTBEAT, LEASE, RECOVERY_LOG,
+    RESUMES,
+};
 
 pub mod actions;
 
@@ -151,7 +155,7 @@ fn stamped(meta: &str, now: &str) -> String {
     format!(
         "json_set(json_insert(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.lease', 1), \
          '$.lastHeartbeat', max({now}, coalesce({}, 0)))",
-        int_at(meta, "lastHeartbeat")
+        int_at(meta, LAST_HEARTBEAT)
     )
 }
 
@@ -208,7 +212,7 @@ pub fn orphan_select(cfg: &Config, now: &str, threshold: &str, include_dismissed
         .unwrap_or_else(|| "NULL".into());
     let meta = &n.meta;
     let field = |expr: String| format!("CASE WHEN json_valid({meta}) THEN {expr} END");
-    let hb = field(int_at(meta, "lastHeartbeat"));
+    let hb = field(int_at(meta, LAST_HEARTBEAT));
     format!(
         "WITH run_recovery_candidates AS (
   SELECT {id} AS run_id, {name} AS name, {status} AS status, {now} AS now_ms,
@@ -231,10 +235,10 @@ ORDER BY coalesce(last_heartbeat, 0), run_id",
         id = n.id,
         status = n.status,
         table = n.table,
-        step = field(int_at(meta, "checkpointStep")),
+        step = field(int_at(meta, CHECKPOINT_STEP)),
         state = field(format!("{meta} -> '$.checkpointState'")),
-        lease = field(int_at(meta, "lease")),
-        resumes = field(int_at(meta, "resumes")),
+        lease = field(int_at(meta, LEASE)),
+        resumes = field(int_at(meta, RESUMES)),
         dismissed_at = field(format!("json_extract({meta}, '$.dismissedHeartbeat')")),
         live = live_index_test(cfg, &n.status),
     )
@@ -296,39 +300,39 @@ END",
     let (new, old) = (format!("NEW.{meta}"), format!("OLD.{meta}"));
     let stale = format!(
         "CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END",
-        int_at(&new, "lease"),
-        int_at(&old, "lease")
+        int_at(&new, LEASE),
+        int_at(&old, LEASE)
     );
     let cur = meta.as_str();
     let restores: Vec<(&str, String, String)> = vec![
         // Only when dropped: a plain write may set an older heartbeat on purpose
         // (backdating, tests); the extension's own stamps never go backwards.
-        ("lastHeartbeat", lacks(cur, "lastHeartbeat"), lacks(&new, "lastHeartbeat")),
+        (LAST_HEARTBEAT, lacks(cur, LAST_HEARTBEAT), lacks(&new, LAST_HEARTBEAT)),
         (
-            "lease",
-            format!("{} OR {} < {}", lacks(cur, "lease"), int_at(cur, "lease"), int_at(&old, "lease")),
-            lacks(&new, "lease"),
+            LEASE,
+            format!("{} OR {} < {}", lacks(cur, LEASE), int_at(cur, LEASE), int_at(&old, LEASE)),
+            lacks(&new, LEASE),
         ),
         (
-            "resumes",
-            format!("{} OR {} < {}", lacks(cur, "resumes"), int_at(cur, "resumes"), int_at(&old, "resumes")),
-            format!("{} OR {} < {}", lacks(&new, "resumes"), int_at(&new, "resumes"), int_at(&old, "resumes")),
+            RESUMES,
+            format!("{} OR {} < {}", lacks(cur, RESUMES), int_at(cur, RESUMES), int_at(&old, RESUMES)),
+            format!("{} OR {} < {}", lacks(&new, RESUMES), int_at(&new, RESUMES), int_at(&old, RESUMES)),
         ),
         (
-            "checkpointState",
-            format!("{} OR {} < {}", lacks(cur, "checkpointState"), int_at(cur, "checkpointStep"), int_at(&old, "checkpointStep")),
-            format!("{} OR {} < {}", lacks(&new, "checkpointState"), int_at(&new, "checkpointStep"), int_at(&old, "checkpointStep")),
+            CHECKPOINT_STATE,
+            format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STATE), int_at(cur, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
+            format!("{} OR {} < {}", lacks(&new, CHECKPOINT_STATE), int_at(&new, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
         ),
         (
-            "checkpointStep",
-            format!("{} OR {} < {}", lacks(cur, "checkpointStep"), int_at(cur, "checkpointStep"), int_at(&old, "checkpointStep")),
-            format!("{} OR {} < {}", lacks(&new, "checkpointStep"), int_at(&new, "checkpointStep"), int_at(&old, "checkpointStep")),
+            CHECKPOINT_STEP,
+            format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STEP), int_at(cur, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
+            format!("{} OR {} < {}", lacks(&new, CHECKPOINT_STEP), int_at(&new, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
         ),
-        ("dismissedHeartbeat", lacks(cur, "dismissedHeartbeat"), lacks(&new, "dismissedHeartbeat")),
+        (DISMISSED_HEARTBEAT, lacks(cur, DISMISSED_HEARTBEAT), lacks(&new, DISMISSED_HEARTBEAT)),
         (
-            "recoveryLog",
-            format!("{} OR json_array_length({cur}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(cur, "recoveryLog")),
-            format!("{} OR json_array_length({new}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(&new, "recoveryLog")),
+            RECOVERY_LOG,
+            format!("{} OR json_array_length({cur}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(cur, RECOVERY_LOG)),
+            format!("{} OR json_array_length({new}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(&new, RECOVERY_LOG)),
         ),
     ];
     let lost = restores
@@ -356,8 +360,8 @@ END",
     let unchanged = format!(
         "json_extract({new}, {decisive}) IS json_extract({old}, {decisive}) \
 AND ({} OR {})",
-        has(&new, "lastHeartbeat"),
-        lacks(&old, "lastHeartbeat")
+        has(&new, LAST_HEARTBEAT),
+        lacks(&old, LAST_HEARTBEAT)
     );
     out.push(format!(
         "CREATE TRIGGER {GUARD_TRIGGER} AFTER UPDATE OF {meta} ON {table}
@@ -395,7 +399,7 @@ END",
 WHERE {} AND {} AND {}",
         live_index_test(cfg, status),
         writable(meta),
-        format_args!("({meta} IS NULL OR {})", lacks(meta, "lastHeartbeat")),
+        format_args!("({meta} IS NULL OR {})", lacks(meta, LAST_HEARTBEAT)),
     ));
 
     out.push(format!(
@@ -467,9 +471,9 @@ impl FunctionSql {
 AND (?3 IS NULL OR coalesce({}, 1) = ?3) \
 AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status),
-            int_at(&meta, "lease")
+            int_at(&meta, LEASE)
         );
-        let hb = int_at(&meta, "lastHeartbeat");
+        let hb = int_at(&meta, LAST_HEARTBEAT);
         let forward = format!("max(?2, coalesce({hb}, 0))");
         // Fast: the stored heartbeat is not ahead of `now`, so the new one is
         // exactly ?2 and no RETURNING (an ephemeral table) is needed.
@@ -487,7 +491,7 @@ WHERE {guard}
 RETURNING {hb}",
             with_heartbeat_last(&meta, &forward)
         );
-        let step_ok = format!("coalesce({}, -1) <= ?5", int_at(&meta, "checkpointStep"));
+        let step_ok = format!("coalesce({}, -1) <= ?5", int_at(&meta, CHECKPOINT_STEP));
         let checkpoint = format!(
             "UPDATE {table} SET {meta} = {}
 WHERE {guard} AND {step_ok} AND coalesce({hb}, 0) <= ?2",
