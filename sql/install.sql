@@ -54,13 +54,13 @@ BEGIN
 END;
 CREATE VIEW run_recovery_orphans AS
 WITH run_recovery_candidates AS (
-  SELECT "accession_id" AS run_id, "name" AS name, "status" AS status, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms,
+  SELECT "accession_id" AS run_id, "name" AS name, "status" AS status,
          CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END AS last_heartbeat,
          CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.checkpointStep') AS INTEGER) END AS checkpoint_step,
          CASE WHEN json_valid("properties_json") THEN "properties_json" -> '$.checkpointState' END AS checkpoint_state,
          coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lease') AS INTEGER) END, 1) AS lease,
          coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
-         CASE WHEN json_valid("properties_json") THEN json_extract("properties_json", '$.dismissedHeartbeat') END AS dismissed_at
+         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) END AS dismissed_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms
   FROM "protocol_runs"
   WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention')
     AND coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - (30000)
@@ -133,13 +133,13 @@ SELECT run_id, name, status, live, last_heartbeat,
        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - last_heartbeat AS age_ms,
        checkpoint_step, checkpoint_state, lease, resumes,
        coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM (SELECT "accession_id" AS run_id, "name" AS name, "status" AS status, CASE "status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END AS live,
-             CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END AS last_heartbeat,
-             CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.checkpointStep') AS INTEGER) END AS checkpoint_step,
-             CASE WHEN json_valid("properties_json") THEN "properties_json" -> '$.checkpointState' END AS checkpoint_state,
-             coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lease') AS INTEGER) END, 1) AS lease,
-             coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
-             CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) END AS dismissed_at
+FROM (SELECT "accession_id" AS run_id, "name" AS name, "status" AS status,
+         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END AS last_heartbeat,
+         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.checkpointStep') AS INTEGER) END AS checkpoint_step,
+         CASE WHEN json_valid("properties_json") THEN "properties_json" -> '$.checkpointState' END AS checkpoint_state,
+         coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lease') AS INTEGER) END, 1) AS lease,
+         coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
+         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) END AS dismissed_at, CASE "status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END AS live
       FROM "protocol_runs");
 UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(coalesce("properties_json", '{}'), '$.lease', 1), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention') AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND ("properties_json" IS NULL OR json_type("properties_json", '$.lastHeartbeat') IS NULL);

@@ -404,6 +404,25 @@ pub const ACTION_UNKNOWN: &str = "run_recovery_actions: unknown action: expected
 'heartbeat', 'checkpoint', 'resume', 'fail', 'dismiss'";
 
 impl ActionRefusal {
+    /// Every reason, in the order the actions check them.
+    pub const ALL: [ActionRefusal; 15] = [
+        ActionRefusal::BadRunId,
+        ActionRefusal::BadLease,
+        ActionRefusal::BadStep,
+        ActionRefusal::BadState,
+        ActionRefusal::BadThreshold,
+        ActionRefusal::NoSuchRun,
+        ActionRefusal::NotObject,
+        ActionRefusal::NotLive,
+        ActionRefusal::StaleLease,
+        ActionRefusal::StepBehind,
+        ActionRefusal::StillAlive,
+        ActionRefusal::AlreadyRecovered,
+        ActionRefusal::AlreadyDismissed,
+        ActionRefusal::TooManyResumes,
+        ActionRefusal::LeaseOverflow,
+    ];
+
     pub fn reason(self) -> &'static str {
         use ActionRefusal::*;
         match self {

@@ -22,27 +22,13 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value as Json};
 
-use common::{add_run, err_text, SCHEMA};
+use common::{add_run, err_text, in_any_case, next_statuses, ALL_STATUSES, SCHEMA};
 use run_recovery::config::Config;
 use run_recovery::errors::{ActionRefusal, ACTION_UNKNOWN};
 
 /// The third run is never inserted: every action on it is "no such run".
 const RUNS: [&str; 3] = ["run-a", "RUN-B-5f0e", "ghost"];
-const ALL: [&str; 13] = [
-    "queued",
-    "pending",
-    "preparing",
-    "running",
-    "pausing",
-    "paused",
-    "resuming",
-    "completed",
-    "failed",
-    "canceling",
-    "cancelled",
-    "intervening",
-    "requires_intervention",
-];
+const ALL: [&str; 13] = ALL_STATUSES;
 const RECOVERY_KEYS: [&str; 7] = [
     "lastHeartbeat",
     "checkpointStep",
@@ -54,44 +40,9 @@ const RECOVERY_KEYS: [&str; 7] = [
 ];
 const CONFIG: &str = r#"{"max_resumes": 2}"#;
 
-fn next_statuses(s: &str) -> &'static [&'static str] {
-    match s {
-        "queued" => &["pending"],
-        "pending" => &["preparing"],
-        "preparing" => &["running"],
-        "running" => &["pausing", "canceling", "intervening", "completed", "failed"],
-        "pausing" => &["paused", "running"],
-        "paused" => &["resuming"],
-        "resuming" => &["running"],
-        "canceling" => &["cancelled"],
-        "intervening" => &["requires_intervention"],
-        _ => &[],
-    }
-}
-
 /// lowercase, UPPERCASE, Capitalized, or a mixture (never live).
 fn in_case(s: &str, case: u8) -> String {
-    match case % 7 {
-        0 | 1 => s.to_string(),
-        2 | 3 => s.to_uppercase(),
-        4 | 5 => {
-            let mut c = s.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect())
-                .unwrap_or_default()
-        }
-        _ => s
-            .chars()
-            .enumerate()
-            .map(|(i, ch)| {
-                if i % 2 == 1 {
-                    ch.to_ascii_uppercase()
-                } else {
-                    ch
-                }
-            })
-            .collect(),
-    }
+    in_any_case(s, [0, 0, 1, 1, 2, 2, 3][case as usize % 7])
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -209,31 +160,14 @@ fn function_outcome(msg: &str) -> Outcome {
 }
 
 fn action_outcome(action: &str, msg: &str) -> Outcome {
-    use ActionRefusal::*;
     if msg.contains(ACTION_UNKNOWN) {
         return Outcome::Unknown;
     }
-    [
-        BadRunId,
-        BadLease,
-        BadStep,
-        BadState,
-        BadThreshold,
-        NoSuchRun,
-        NotObject,
-        NotLive,
-        StaleLease,
-        StepBehind,
-        StillAlive,
-        AlreadyRecovered,
-        AlreadyDismissed,
-        TooManyResumes,
-        LeaseOverflow,
-    ]
-    .into_iter()
-    .find(|r| msg.contains(&r.message(action)))
-    .map(Outcome::Refused)
-    .unwrap_or_else(|| panic!("unclassified action error: {msg}"))
+    ActionRefusal::ALL
+        .into_iter()
+        .find(|r| msg.contains(&r.message(action)))
+        .map(Outcome::Refused)
+        .unwrap_or_else(|| panic!("unclassified action error: {msg}"))
 }
 
 struct Pair {

@@ -26,21 +26,7 @@ use common::*;
 const RUNS: [&str; 2] = ["run-a", "RUN-B-5f0e"];
 const STALE: i64 = 30_000;
 const LIVE: [&str; 8] = run_recovery::config::DEFAULT_LIVE;
-const ALL: [&str; 13] = [
-    "queued",
-    "pending",
-    "preparing",
-    "running",
-    "pausing",
-    "paused",
-    "resuming",
-    "completed",
-    "failed",
-    "canceling",
-    "cancelled",
-    "intervening",
-    "requires_intervention",
-];
+const ALL: [&str; 13] = ALL_STATUSES;
 const RECOVERY_KEYS: [&str; 7] = [
     "lastHeartbeat",
     "checkpointStep",
@@ -51,51 +37,11 @@ const RECOVERY_KEYS: [&str; 7] = [
     "recoveryLog",
 ];
 
-/// The app's state machine (spec): where a run may go from each status.
-fn next_statuses(s: &str) -> &'static [&'static str] {
-    match s {
-        "queued" => &["pending"],
-        "pending" => &["preparing"],
-        "preparing" => &["running"],
-        "running" => &["pausing", "canceling", "intervening", "completed", "failed"],
-        "pausing" => &["paused", "running"],
-        "paused" => &["resuming"],
-        "resuming" => &["running"],
-        "canceling" => &["cancelled"],
-        "intervening" => &["requires_intervention"],
-        _ => &[],
-    }
-}
-
 /// The status in one of the spellings apps use: lowercase, UPPERCASE,
 /// Capitalized. (Any other spelling is not live: see
 /// [`a_mixed_case_status_is_consistently_not_live`].)
 fn in_case(s: &str, case: u8) -> String {
     in_any_case(s, case % 3)
-}
-
-fn in_any_case(s: &str, case: u8) -> String {
-    match case % 4 {
-        0 => s.to_string(),
-        1 => s.to_uppercase(),
-        2 => {
-            let mut c = s.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect())
-                .unwrap_or_default()
-        }
-        _ => s
-            .chars()
-            .enumerate()
-            .map(|(i, ch)| {
-                if i % 2 == 1 {
-                    ch.to_ascii_uppercase()
-                } else {
-                    ch
-                }
-            })
-            .collect(),
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

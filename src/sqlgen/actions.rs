@@ -26,12 +26,12 @@
 //! within one statement (SQLite fixes 'now' per statement).
 
 use super::{
-    checkpointed, ident, int_at, literal, live_test, names, with_heartbeat_last, writable, Names,
-    NOW_MS,
+    checkpointed, ident, int_at, literal, live_test, names, run_fields, with_heartbeat_last,
+    writable, Names, NOW_MS,
 };
 use crate::config::{in_case_of, spellings, Config, TERMINAL_STATUSES};
 use crate::errors::{ActionRefusal, ACTION_UNKNOWN};
-use crate::metadata::key::{CHECKPOINT_STEP, DISMISSED_HEARTBEAT, LAST_HEARTBEAT, LEASE, RESUMES};
+use crate::metadata::key::{CHECKPOINT_STEP, LAST_HEARTBEAT, LEASE, RESUMES};
 
 pub const ACTIONS_VIEW: &str = "run_recovery_actions";
 pub const RUNS_VIEW: &str = "run_recovery_runs";
@@ -311,39 +311,18 @@ fn failed_status(cfg: &Config, status: &str) -> String {
 /// it is one primary-key lookup (the inner SELECT is flattened into the
 /// caller's query). Fields of metadata that is not valid JSON are NULL.
 fn runs_view(cfg: &Config) -> String {
-    let Names {
-        table,
-        id,
-        status,
-        meta,
-    } = names(cfg);
-    let name = cfg
-        .name_column
-        .as_deref()
-        .map(ident)
-        .unwrap_or_else(|| "NULL".into());
-    let field = |expr: String| format!("CASE WHEN json_valid({meta}) THEN {expr} END");
+    let n = names(cfg);
     format!(
         "CREATE VIEW {RUNS_VIEW} AS
 SELECT run_id, name, status, live, last_heartbeat,
        {NOW_MS} - last_heartbeat AS age_ms,
        checkpoint_step, checkpoint_state, lease, resumes,
        coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM (SELECT {id} AS run_id, {name} AS name, {status} AS status, {live} AS live,
-             {hb} AS last_heartbeat,
-             {step} AS checkpoint_step,
-             {state} AS checkpoint_state,
-             coalesce({lease}, 1) AS lease,
-             coalesce({resumes}, 0) AS resumes,
-             {dismissed} AS dismissed_at
-      FROM {table})",
-        live = live_test(cfg, &status),
-        hb = field(int_at(&meta, LAST_HEARTBEAT)),
-        step = field(int_at(&meta, CHECKPOINT_STEP)),
-        state = field(format!("{meta} -> '$.checkpointState'")),
-        lease = field(int_at(&meta, LEASE)),
-        resumes = field(int_at(&meta, RESUMES)),
-        dismissed = field(int_at(&meta, DISMISSED_HEARTBEAT)),
+FROM (SELECT {}, {} AS live
+      FROM {})",
+        run_fields(cfg, &n),
+        live_test(cfg, &n.status),
+        n.table,
     )
 }
 

@@ -174,7 +174,7 @@ ELSE json_set(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.check
     )
 }
 
-struct Names {
+pub(super) struct Names {
     table: String,
     id: String,
     status: String,
@@ -205,23 +205,10 @@ fn names(cfg: &Config) -> Names {
 /// that is not valid JSON has no fields (NULL), never an error.
 pub fn orphan_select(cfg: &Config, now: &str, threshold: &str, include_dismissed: &str) -> String {
     let n = names(cfg);
-    let name = cfg
-        .name_column
-        .as_deref()
-        .map(ident)
-        .unwrap_or_else(|| "NULL".into());
-    let meta = &n.meta;
-    let field = |expr: String| format!("CASE WHEN json_valid({meta}) THEN {expr} END");
-    let hb = field(int_at(meta, LAST_HEARTBEAT));
+    let hb = guarded(&n.meta, int_at(&n.meta, LAST_HEARTBEAT));
     format!(
         "WITH run_recovery_candidates AS (
-  SELECT {id} AS run_id, {name} AS name, {status} AS status, {now} AS now_ms,
-         {hb} AS last_heartbeat,
-         {step} AS checkpoint_step,
-         {state} AS checkpoint_state,
-         coalesce({lease}, 1) AS lease,
-         coalesce({resumes}, 0) AS resumes,
-         {dismissed_at} AS dismissed_at
+  SELECT {fields}, {now} AS now_ms
   FROM {table}
   WHERE {live}
     AND coalesce({hb}, 0) < {now} - ({threshold})
@@ -232,15 +219,46 @@ SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0
 FROM run_recovery_candidates
 WHERE ({include_dismissed}) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
 ORDER BY coalesce(last_heartbeat, 0), run_id",
-        id = n.id,
-        status = n.status,
+        fields = run_fields(cfg, &n),
         table = n.table,
-        step = field(int_at(meta, CHECKPOINT_STEP)),
-        state = field(format!("{meta} -> '$.checkpointState'")),
-        lease = field(int_at(meta, LEASE)),
-        resumes = field(int_at(meta, RESUMES)),
-        dismissed_at = field(format!("json_extract({meta}, '$.dismissedHeartbeat')")),
         live = live_index_test(cfg, &n.status),
+    )
+}
+
+/// `expr` (which reads the metadata `meta`) where `meta` is valid JSON, else NULL.
+fn guarded(meta: &str, expr: String) -> String {
+    format!("CASE WHEN json_valid({meta}) THEN {expr} END")
+}
+
+/// The select list both `orphan_select` and the `run_recovery_runs` view read
+/// a run with: `run_id, name, status, last_heartbeat, checkpoint_step,
+/// checkpoint_state, lease, resumes, dismissed_at`, as `orphaned_runs`
+/// reports them (lease 1 and resumes 0 when absent; the fields of metadata
+/// that is not valid JSON are NULL, never an error).
+fn run_fields(cfg: &Config, n: &Names) -> String {
+    let meta = n.meta.as_str();
+    let name = cfg
+        .name_column
+        .as_deref()
+        .map(ident)
+        .unwrap_or_else(|| "NULL".into());
+    let int = |key: &str| guarded(meta, int_at(meta, key));
+    format!(
+        "{} AS run_id, {name} AS name, {} AS status,
+         {} AS last_heartbeat,
+         {} AS checkpoint_step,
+         {} AS checkpoint_state,
+         coalesce({}, 1) AS lease,
+         coalesce({}, 0) AS resumes,
+         {} AS dismissed_at",
+        n.id,
+        n.status,
+        int(LAST_HEARTBEAT),
+        int(CHECKPOINT_STEP),
+        guarded(meta, format!("{meta} -> '$.{CHECKPOINT_STATE}'")),
+        int(LEASE),
+        int(RESUMES),
+        int(DISMISSED_HEARTBEAT),
     )
 }
 

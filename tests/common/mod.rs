@@ -2,16 +2,20 @@
 //! host schema (`sql/protocol_runs.sql`, the file every test of every
 //! language reads), runs and their readers, snapshots; processes
 //! (`procs.rs`: the `run-recovery` binary, worker processes, the test runner
-//! of the tests that start workers); a replayable PRNG (`rng.rs`).
+//! of the tests that start workers); a replayable PRNG (`rng.rs`); the app's
+//! statuses, state machine and spellings (`statuses.rs`).
 #![allow(dead_code)]
 
 mod procs;
 mod rng;
+mod statuses;
 
 #[allow(unused_imports)]
 pub use procs::*;
 #[allow(unused_imports)]
 pub use rng::*;
+#[allow(unused_imports)]
+pub use statuses::*;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
