@@ -21,6 +21,15 @@ pub(crate) mod key {
     pub const RESUMES: &str = "resumes";
     pub const DISMISSED_HEARTBEAT: &str = "dismissedHeartbeat";
     pub const RECOVERY_LOG: &str = "recoveryLog";
+
+    /// The same keys as SQL JSON paths, quoted (`'$.lastHeartbeat'`), for the generated SQL.
+    pub const LAST_HEARTBEAT_PATH: &str = "'$.lastHeartbeat'";
+    pub const CHECKPOINT_STEP_PATH: &str = "'$.checkpointStep'";
+    pub const CHECKPOINT_STATE_PATH: &str = "'$.checkpointState'";
+    pub const LEASE_PATH: &str = "'$.lease'";
+    pub const RESUMES_PATH: &str = "'$.resumes'";
+    pub const DISMISSED_HEARTBEAT_PATH: &str = "'$.dismissedHeartbeat'";
+    pub const RECOVERY_LOG_PATH: &str = "'$.recoveryLog'";
 }
 
 pub type Object = Map<String, Value>;

@@ -31,7 +31,10 @@ use super::{
 };
 use crate::config::{in_case_of, spellings, Config, TERMINAL_STATUSES};
 use crate::errors::{ActionRefusal, ACTION_UNKNOWN};
-use crate::metadata::key::{CHECKPOINT_STEP, LAST_HEARTBEAT, LEASE, RESUMES};
+use crate::metadata::key::{
+    CHECKPOINT_STEP, DISMISSED_HEARTBEAT_PATH, LAST_HEARTBEAT, LAST_HEARTBEAT_PATH, LEASE,
+    LEASE_PATH, RECOVERY_LOG_PATH, RESUMES, RESUMES_PATH,
+};
 
 pub const ACTIONS_VIEW: &str = "run_recovery_actions";
 pub const RUNS_VIEW: &str = "run_recovery_runs";
@@ -189,7 +192,7 @@ fn recover_update(cfg: &Config, n: &Names, action: &str) -> String {
     // No sign of life since the last recovery (not a dismiss): no newer
     // heartbeat and no new checkpoint.
     let recovered = format!(
-        "(coalesce(json_array_length({meta}, '$.recoveryLog'), 0) > 0 \
+        "(coalesce(json_array_length({meta}, {RECOVERY_LOG_PATH}), 0) > 0 \
 AND {} IS NOT 'dismiss' \
 AND coalesce(CAST({} AS INTEGER), -9223372036854775808) >= coalesce({hb}, 0) \
 AND CAST({} AS INTEGER) IS {step})",
@@ -231,8 +234,8 @@ AND CAST({} AS INTEGER) IS {step})",
             ));
             (
                 format!(
-                    "json_set({base}, '$.lastHeartbeat', max({NOW_MS}, coalesce({hb}, 0)), \
-'$.lease', {bumped}, '$.resumes', {resumes} + 1)"
+                    "json_set({base}, {LAST_HEARTBEAT_PATH}, max({NOW_MS}, coalesce({hb}, 0)), \
+{LEASE_PATH}, {bumped}, {RESUMES_PATH}, {resumes} + 1)"
                 ),
                 status.to_string(),
                 bumped.clone(),
@@ -244,18 +247,18 @@ AND CAST({} AS INTEGER) IS {step})",
                 raise(action, LeaseOverflow)
             ));
             (
-                format!("json_set({base}, '$.lease', {bumped})"),
+                format!("json_set({base}, {LEASE_PATH}, {bumped})"),
                 failed_status(cfg, status),
                 bumped.clone(),
             )
         }
         _ => {
             cases.push(format!(
-                "WHEN CAST(json_extract({meta}, '$.dismissedHeartbeat') AS INTEGER) = coalesce({hb}, 0) THEN {}",
+                "WHEN CAST(json_extract({meta}, {DISMISSED_HEARTBEAT_PATH}) AS INTEGER) = coalesce({hb}, 0) THEN {}",
                 raise(action, AlreadyDismissed)
             ));
             (
-                format!("json_set({base}, '$.dismissedHeartbeat', coalesce({hb}, 0))"),
+                format!("json_set({base}, {DISMISSED_HEARTBEAT_PATH}, coalesce({hb}, 0))"),
                 status.to_string(),
                 lease.clone(),
             )
@@ -266,9 +269,9 @@ AND CAST({} AS INTEGER) IS {step})",
 'lastHeartbeat', {hb}, 'checkpointStep', {step}, 'leaseBefore', {lease}, 'leaseAfter', {lease_after})"
     );
     let with_log = format!(
-        "CASE WHEN json_type({meta}, '$.recoveryLog') = 'array' \
+        "CASE WHEN json_type({meta}, {RECOVERY_LOG_PATH}) = 'array' \
 THEN json_insert({new_meta}, '$.recoveryLog[#]', json({record})) \
-ELSE json_set({new_meta}, '$.recoveryLog', json_array(json({record}))) END"
+ELSE json_set({new_meta}, {RECOVERY_LOG_PATH}, json_array(json({record}))) END"
     );
     let mut sets = format!(
         "{meta} = CASE\n    {}\n    ELSE {with_log}\n  END",

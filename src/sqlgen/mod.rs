@@ -12,8 +12,9 @@
 
 use crate::config::{spellings, Config};
 use crate::metadata::key::{
-    CHECKPOINT_STATE, CHECKPOINT_STEP, DISMISSED_HEARTBEAT, LAST_HEARTBEAT, LEASE, RECOVERY_LOG,
-    RESUMES,
+    CHECKPOINT_STATE, CHECKPOINT_STATE_PATH, CHECKPOINT_STEP, CHECKPOINT_STEP_PATH,
+    DISMISSED_HEARTBEAT, DISMISSED_HEARTBEAT_PATH, LAST_HEARTBEAT, LAST_HEARTBEAT_PATH, LEASE,
+    LEASE_PATH, RECOVERY_LOG, RECOVERY_LOG_PATH, RESUMES, RESUMES_PATH,
 };
 
 pub mod actions;
@@ -116,8 +117,8 @@ fn only_heartbeat_changed(new: &str, old: &str) -> String {
 /// triggers' cheap path. The other keys keep their order.
 fn with_heartbeat_last(meta: &str, value: &str) -> String {
     format!(
-        "CASE WHEN {} THEN json_set({meta}, '$.lastHeartbeat', {value}) \
-ELSE json_set(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.lastHeartbeat', {value}) END",
+        "CASE WHEN {} THEN json_set({meta}, {LAST_HEARTBEAT_PATH}, {value}) \
+ELSE json_set(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {LAST_HEARTBEAT_PATH}, {value}) END",
         heartbeat_is_last(meta)
     )
 }
@@ -153,8 +154,8 @@ fn list(items: impl Iterator<Item = String>) -> String {
 /// and `lease` 1 added when the run has none yet.
 fn stamped(meta: &str, now: &str) -> String {
     format!(
-        "json_set(json_insert(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.lease', 1), \
-         '$.lastHeartbeat', max({now}, coalesce({}, 0)))",
+        "json_set(json_insert(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {LEASE_PATH}, 1), \
+         {LAST_HEARTBEAT_PATH}, max({now}, coalesce({}, 0)))",
         int_at(meta, LAST_HEARTBEAT)
     )
 }
@@ -165,11 +166,11 @@ fn stamped(meta: &str, now: &str) -> String {
 /// checkpoint keys exist, else the heartbeat is moved behind them.
 fn checkpointed(meta: &str, beat: &str, step: &str, state: &str) -> String {
     format!(
-        "CASE WHEN {} AND json_type({meta}, '$.checkpointStep') IS NOT NULL \
-AND json_type({meta}, '$.checkpointState') IS NOT NULL \
-THEN json_set({meta}, '$.lastHeartbeat', {beat}, '$.checkpointStep', {step}, '$.checkpointState', json({state})) \
-ELSE json_set(json_remove(coalesce({meta}, '{{}}'), '$.lastHeartbeat'), '$.checkpointStep', {step}, \
-'$.checkpointState', json({state}), '$.lastHeartbeat', {beat}) END",
+        "CASE WHEN {} AND json_type({meta}, {CHECKPOINT_STEP_PATH}) IS NOT NULL \
+AND json_type({meta}, {CHECKPOINT_STATE_PATH}) IS NOT NULL \
+THEN json_set({meta}, {LAST_HEARTBEAT_PATH}, {beat}, {CHECKPOINT_STEP_PATH}, {step}, {CHECKPOINT_STATE_PATH}, json({state})) \
+ELSE json_set(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {CHECKPOINT_STEP_PATH}, {step}, \
+{CHECKPOINT_STATE_PATH}, json({state}), {LAST_HEARTBEAT_PATH}, {beat}) END",
         heartbeat_is_last(meta)
     )
 }
@@ -349,8 +350,8 @@ END",
         (DISMISSED_HEARTBEAT, lacks(cur, DISMISSED_HEARTBEAT), lacks(&new, DISMISSED_HEARTBEAT)),
         (
             RECOVERY_LOG,
-            format!("{} OR json_array_length({cur}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(cur, RECOVERY_LOG)),
-            format!("{} OR json_array_length({new}, '$.recoveryLog') < json_array_length({old}, '$.recoveryLog')", lacks(&new, RECOVERY_LOG)),
+            format!("{} OR json_array_length({cur}, {RECOVERY_LOG_PATH}) < json_array_length({old}, {RECOVERY_LOG_PATH})", lacks(cur, RECOVERY_LOG)),
+            format!("{} OR json_array_length({new}, {RECOVERY_LOG_PATH}) < json_array_length({old}, {RECOVERY_LOG_PATH})", lacks(&new, RECOVERY_LOG)),
         ),
     ];
     let lost = restores
@@ -374,7 +375,9 @@ END",
     // (one parse each on SQLite < 3.45): equal means nothing to refuse and
     // nothing to restore unless the heartbeat was dropped. (A recovery key
     // holding JSON null reads as absent here.)
-    let decisive = "'$.lease', '$.resumes', '$.checkpointStep', '$.checkpointState', '$.dismissedHeartbeat', '$.recoveryLog'";
+    let decisive = format!(
+        "{LEASE_PATH}, {RESUMES_PATH}, {CHECKPOINT_STEP_PATH}, {CHECKPOINT_STATE_PATH}, {DISMISSED_HEARTBEAT_PATH}, {RECOVERY_LOG_PATH}"
+    );
     let unchanged = format!(
         "json_extract({new}, {decisive}) IS json_extract({old}, {decisive}) \
 AND ({} OR {})",
@@ -413,7 +416,7 @@ END",
     // 6. Runs live right now that never heartbeated get a first stamp, so they are
     //    not orphans before their executor had a chance (an existing heartbeat is kept).
     out.push(format!(
-        "UPDATE {table} SET {meta} = json_set(json_insert(coalesce({meta}, '{{}}'), '$.lease', 1), '$.lastHeartbeat', {NOW_MS})
+        "UPDATE {table} SET {meta} = json_set(json_insert(coalesce({meta}, '{{}}'), {LEASE_PATH}, 1), {LAST_HEARTBEAT_PATH}, {NOW_MS})
 WHERE {} AND {} AND {}",
         live_index_test(cfg, status),
         writable(meta),
