@@ -4,7 +4,7 @@
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::Result;
 
-use crate::errors::bad_argument;
+use crate::errors::{bad_argument, Expected};
 
 /// A run id: text or an integer (bound back to SQL as it came, so the
 /// column's affinity applies). NULL, real and blob ids are refused.
@@ -15,11 +15,7 @@ pub fn run_id(func: &str, v: ValueRef<'_>) -> Result<(Value, String)> {
             Ok((Value::Text(s.clone()), s))
         }
         ValueRef::Integer(i) => Ok((Value::Integer(i), i.to_string())),
-        other => Err(bad_argument(
-            func,
-            "run id must be text or an integer",
-            other,
-        )),
+        other => Err(bad_argument(func, Expected::RunId, other)),
     }
 }
 
@@ -27,11 +23,7 @@ pub fn run_id(func: &str, v: ValueRef<'_>) -> Result<(Value, String)> {
 pub fn int(func: &str, name: &str, v: ValueRef<'_>, min: i64) -> Result<i64> {
     match v {
         ValueRef::Integer(i) if i >= min => Ok(i),
-        other => Err(bad_argument(
-            func,
-            format_args!("{name} must be an integer >= {min}"),
-            other,
-        )),
+        other => Err(bad_argument(func, Expected::Int { name, min }, other)),
     }
 }
 
@@ -57,22 +49,14 @@ pub fn json_state(func: &str, v: ValueRef<'_>) -> Result<Option<String>> {
         ValueRef::Integer(i) => Ok(Some(i.to_string())),
         ValueRef::Real(r) if r.is_finite() => Ok(Some(serde_json::Value::from(r).to_string())),
         ValueRef::Text(t) => {
-            let s = std::str::from_utf8(t)
-                .map_err(|_| bad_argument(func, "state must be JSON text", v))?;
+            let s =
+                std::str::from_utf8(t).map_err(|_| bad_argument(func, Expected::StateText, v))?;
             match serde_json::from_str::<serde_json::Value>(s) {
                 Ok(_) => Ok(Some(s.to_string())),
-                Err(_) => Err(bad_argument(
-                    func,
-                    "state must be JSON text (wrap a plain string in json_quote())",
-                    v,
-                )),
+                Err(_) => Err(bad_argument(func, Expected::StateJson, v)),
             }
         }
-        other => Err(bad_argument(
-            func,
-            "state must be JSON text, a number or NULL",
-            other,
-        )),
+        other => Err(bad_argument(func, Expected::StateValue, other)),
     }
 }
 

@@ -319,7 +319,44 @@ pub(crate) fn is_busy(e: &Error) -> bool {
 
 /// An argument of SQL function `func` that is not what it must be:
 /// `<func>: <expected>, found <value>`.
-pub(crate) fn bad_argument(func: &str, expected: impl Display, found: ValueRef<'_>) -> Error {
+/// What an SQL function argument must be (the refusals of `args.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expected<'a> {
+    RunId,
+    /// An integer argument named `name`, at least `min`.
+    Int {
+        name: &'a str,
+        min: i64,
+    },
+    /// Checkpoint state given as text that is not UTF-8.
+    StateText,
+    /// Checkpoint state given as text that is not valid JSON.
+    StateJson,
+    /// Checkpoint state of another type (a blob, a non-finite real).
+    StateValue,
+    /// `orphaned_runs`' hidden `include_dismissed`.
+    IncludeDismissed,
+    /// The argument of `run_recovery_install`.
+    ConfigText,
+}
+
+impl Display for Expected<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::RunId => f.write_str("run id must be text or an integer"),
+            Expected::Int { name, min } => write!(f, "{name} must be an integer >= {min}"),
+            Expected::StateText => f.write_str("state must be JSON text"),
+            Expected::StateJson => {
+                f.write_str("state must be JSON text (wrap a plain string in json_quote())")
+            }
+            Expected::StateValue => f.write_str("state must be JSON text, a number or NULL"),
+            Expected::IncludeDismissed => f.write_str("include_dismissed must be 0 or 1"),
+            Expected::ConfigText => f.write_str("config must be JSON text"),
+        }
+    }
+}
+
+pub(crate) fn bad_argument(func: &str, expected: Expected<'_>, found: ValueRef<'_>) -> Error {
     fail(func, format!("{expected}, found {}", show(found)))
 }
 

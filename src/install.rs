@@ -8,7 +8,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Result};
 
 use crate::config::Config;
-use crate::errors::{bad_argument, Failure, Refusal};
+use crate::errors::{bad_argument, Expected, Failure, Refusal};
 use crate::sqlgen::{install_script, uninstall_script};
 use crate::state::{stored_config, Outcome, Shared};
 use crate::{READER, WRITER};
@@ -135,7 +135,7 @@ pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
                 _ => match ctx.get_raw(0) {
                     ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
                     ValueRef::Null => None,
-                    other => return Err(bad_argument(F, "config must be JSON text", other)),
+                    other => return Err(bad_argument(F, Expected::ConfigText, other)),
                 },
             };
             with_conn(ctx, F, |conn| install(conn, config.as_deref()))

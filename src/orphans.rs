@@ -28,7 +28,7 @@ use rusqlite::vtab::{
 use rusqlite::{ffi, params, Connection, Result};
 
 use crate::args;
-use crate::errors::bad_argument;
+use crate::errors::{bad_argument, Expected};
 use crate::state::{now_ms, Installed, Outcome, Shared};
 
 const F: &str = "orphaned_runs";
@@ -300,7 +300,7 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
             .map(|v| match v {
                 ValueRef::Null => Ok(None),
                 ValueRef::Integer(i @ (0 | 1)) => Ok(Some(i)),
-                other => Err(bad_argument(F, "include_dismissed must be 0 or 1", other)),
+                other => Err(bad_argument(F, Expected::IncludeDismissed, other)),
             })
             .transpose()?;
         // A NULL input gives no rows, like generate_series.
