@@ -10,7 +10,7 @@
 //! side by side in the same process, in interleaved rounds (the order rotates
 //! each round), and the median of the per-round ratios is reported.
 //!
-//! Modes (first non-flag argument): `all` (default), `heartbeat`, `actions`, `orphans`,
+//! Modes (first non-flag argument): `all` (default), `heartbeat`, `orphans`,
 //! `load`, `concurrency`; `worker` and `checker` are the child processes of
 //! `concurrency`; `callgrind` counts instructions per
 //! operation of each contender (`profile WHAT` runs one in a loop for
@@ -31,11 +31,9 @@ fn main() {
     let mode = args.first().map(String::as_str).unwrap_or("all");
     let result = match mode {
         "all" => scenarios::heartbeat()
-            .and_then(|_| scenarios::actions())
             .and_then(|_| scenarios::orphans())
             .and_then(|_| scenarios::load()),
         "heartbeat" => scenarios::heartbeat(),
-        "actions" => scenarios::actions(),
         "orphans" => scenarios::orphans(),
         "load" => scenarios::load(),
         "concurrency" => concurrency::coordinator(),
@@ -44,7 +42,7 @@ fn main() {
         "callgrind" => scenarios::callgrind(),
         "profile" => scenarios::profile(args.get(1).map(String::as_str).unwrap_or("")),
         other => Err(format!(
-            "unknown mode '{other}', expected all, heartbeat, actions, orphans, load or concurrency"
+            "unknown mode '{other}', expected all, heartbeat, orphans, load or concurrency"
         )
         .into()),
     };

@@ -3,9 +3,9 @@
 # asserted on speed. The history databases (10k/100k/1M runs) are built once
 # and cached as target/bench-runs-v*-*.db; the tables are also appended to
 # target/bench-results.md.
-#   make bench                 heartbeat, the pure-SQL actions (bundled 3.53 and Debian's 3.40
-#                              through /usr/bin/python3), orphan detection, load/install (a few minutes)
-#   make bench-adoption        the adoption cost (issue 10's targets) on SQLite 3.40 and 3.53
+#   make bench                 heartbeat, orphan detection, load/install, then bench-adoption (a few minutes)
+#   make bench-adoption        the adoption cost (issue 10's targets) and the pure-SQL actions
+#                              against the functions, on SQLite 3.40 and 3.53
 #   make bench-concurrency     8 processes x 8 runs x 20 Hz x 30 s (BENCH_CONC_SECS)
 .PHONY: bench bench-concurrency
 CARGO_HOME ?= $(HOME)/.cargo
@@ -14,7 +14,6 @@ BUNDLED_SQLITE := target/sqlite-bundled/libsqlite3.so.0
 bench: $(LOADABLE) $(BUNDLED_SQLITE)
 	rm -f target/bench-results.md
 	$(CARGO) bench --bench bench -- all
-	$(PYTHON) benches/py/actions_bench.py $(LOADABLE)
 	$(MAKE) --no-print-directory bench-adoption
 
 # What adopting run_recovery costs (issue 10's targets, met/missed), the same

@@ -9,9 +9,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::common::*;
 
-mod actions;
-pub use actions::actions;
-
 /// Runs kept by the heartbeat database; a tenth are live.
 const HB_RUNS: u64 = 3000;
 const HB_BATCH: usize = 500;
