@@ -14,6 +14,16 @@ LOADABLE := dist/run_recovery.$(EXT)
 SQLITE3 ?= sqlite3
 PYTHON ?= /usr/bin/python3
 
+# No test may hang a run of `make test`: each test command runs under a
+# wall-clock limit (several times what it takes here, builds included), and
+# when it runs out the command is killed and the target fails, named by make.
+# `make test WITHIN=` runs without limits.
+WITHIN ?= timeout --kill-after=15
+within = $(if $(WITHIN),$(WITHIN) $(1))
+# Node's test runner: a file whose tests are done exits even if something it
+# started still holds its event loop, and a test that hangs fails by name.
+NODE_TEST = node --test --test-force-exit --test-timeout=$(1)000
+
 .PHONY: all loadable cli test test-rust test-sql format lint dist clean sql print-lib-inputs
 
 all: loadable cli
@@ -42,18 +52,18 @@ sql:
 	$(CARGO) run --quiet --release --bin run-recovery -- sql > sql/install.sql
 
 test-rust: loadable
-	$(CARGO) test --release
+	$(call within,2400) $(CARGO) test --release
 
 test-sql: loadable
-	./tests/sql/run.sh $(SQLITE3) $(LOADABLE)
+	$(call within,600) ./tests/sql/run.sh $(SQLITE3) $(LOADABLE)
 
 format:
 	$(CARGO) fmt --all
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --lib --no-default-features --features loadable --target-dir $(LOADABLE_TARGET) -- -D warnings
+	$(call within,1800) $(CARGO) clippy --all-targets -- -D warnings
+	$(call within,1800) $(CARGO) clippy --lib --no-default-features --features loadable --target-dir $(LOADABLE_TARGET) -- -D warnings
 
 clean:
 	rm -rf target dist

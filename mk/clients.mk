@@ -17,7 +17,7 @@ TEST_TARGETS += test-python test-python-plain test-node test-wasm
 # this machine kind: pyenv's CPython): the pure-SQL actions, standard library only.
 PLAIN_PYTHON ?= python3
 test-python-plain:
-	REQUIRE_NO_LOAD=1 $(PLAIN_PYTHON) tests/python_plain/test_actions.py
+	REQUIRE_NO_LOAD=1 $(call within,300) $(PLAIN_PYTHON) tests/python_plain/test_actions.py
 
 # bindings/python installed (not edited in place) into a venv of Debian's
 # Python, offline, with Debian's setuptools; its tests run with that venv.
@@ -28,7 +28,7 @@ python-package: loadable
 	  --disable-pip-version-check --quiet ./bindings/python
 
 test-python: python-package
-	cd tests/python && ../../$(CLIENTS_VENV)/bin/python -m pytest -p no:cacheprovider -rs -v .
+	cd tests/python && $(call within,600) ../../$(CLIENTS_VENV)/bin/python -m pytest -p no:cacheprovider -rs -v .
 
 node-package: loadable
 	node bindings/node/build.js
@@ -40,7 +40,7 @@ tests/wasm/node_modules/.package-lock.json: tests/wasm/package.json tests/wasm/p
 	cd tests/wasm && npm ci --no-audit --no-fund
 
 test-node: node-package tests/node/node_modules/.package-lock.json
-	cd tests/node && node --test
+	cd tests/node && $(call within,600) $(call NODE_TEST,300)
 
 test-wasm: loadable tests/wasm/node_modules/.package-lock.json
-	cd tests/wasm && RUN_RECOVERY_LOADABLE=$(CURDIR)/$(LOADABLE) SQLITE3=$(SQLITE3) node --test
+	cd tests/wasm && RUN_RECOVERY_LOADABLE=$(CURDIR)/$(LOADABLE) SQLITE3=$(SQLITE3) $(call within,600) $(call NODE_TEST,300)

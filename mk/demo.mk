@@ -17,6 +17,6 @@ demo: cli
 
 # `make demo` as CI sees it: no terminal, answers given by flag.
 test-demo:
-	$(MAKE) --no-print-directory demo DEMO_DB=target/demo/test-demo.db DEMO_ARGS="--answer r --step-ms 150 --interval 50 --threshold 500" </dev/null
+	$(call within,900) $(MAKE) --no-print-directory demo DEMO_DB=target/demo/test-demo.db DEMO_ARGS="--answer r --step-ms 150 --interval 50 --threshold 500" </dev/null
 
 TEST_TARGETS += test-demo

@@ -3,6 +3,6 @@
 # README.md's walk-through runs too, as written.
 # (test-sql, the SQL-level suite, is in the main Makefile: tests/sql/run.sh.)
 docs-check: loadable
-	$(PYTHON) scripts/docs-check.py $(SQLITE3) $(LOADABLE) docs/api.md README.md
+	$(call within,600) $(PYTHON) scripts/docs-check.py $(SQLITE3) $(LOADABLE) docs/api.md README.md
 
 TEST_TARGETS += docs-check

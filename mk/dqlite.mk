@@ -28,7 +28,7 @@ dqlite-tool: $(DQLITE_TOOL)
 # Three dqlite-demo nodes on free loopback ports, the scenario of
 # docs/distributed.md, everything stopped at the end; prints the figures.
 test-dqlite: $(DQLITE_TOOL)
-	$(PYTHON) tests/dqlite/test_cluster.py --tool $(DQLITE_TOOL)
+	$(call within,1200) $(PYTHON) tests/dqlite/test_cluster.py --tool $(DQLITE_TOOL)
 
 # The same run, with more heartbeats measured for the latency figures.
 bench-dqlite: $(DQLITE_TOOL)

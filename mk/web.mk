@@ -24,11 +24,11 @@ web-demo: web-package examples/web/node_modules/.package-lock.json
 	WEB_DEMO_PORT=$(WEB_DEMO_PORT) node examples/web/server.mjs
 
 test-web: web-package tests/browser/node_modules/.package-lock.json
-	cd tests/browser && node --test unit.test.mjs
+	cd tests/browser && $(call within,300) $(call NODE_TEST,120) unit.test.mjs
 
 test-browser: web-package tests/browser/node_modules/.package-lock.json examples/web/node_modules/.package-lock.json
 	@test -x $(CHROMIUM) || { echo "test-browser: $(CHROMIUM) missing: run .ci/install.d/browser.sh (apt-get install chromium)"; exit 1; }
-	cd tests/browser && CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 browser.test.mjs
+	cd tests/browser && CHROMIUM=$(CHROMIUM) $(call within,900) $(call NODE_TEST,300) --test-concurrency=1 browser.test.mjs
 
 bench-web: web-package tests/browser/node_modules/.package-lock.json examples/web/node_modules/.package-lock.json
 	cd tests/browser && CHROMIUM=$(CHROMIUM) node bench.mjs

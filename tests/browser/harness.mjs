@@ -15,6 +15,22 @@ export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const TARGET = path.join(ROOT, 'target', 'browser');
 
 const started = []; // cleanups, newest first
+// The process groups of the browsers we started (each is detached, so a signal
+// that ends this process does not reach it): a SIGTERM or SIGINT that ends the
+// tests before their after() hooks (make's time limit, a Ctrl-C) kills them first.
+const groups = new Set();
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.once(sig, () => {
+    for (const pgid of groups) {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    process.exit(128 + os.constants.signals[sig]);
+  });
+}
 
 export function onStop(fn) {
   started.unshift(fn);
@@ -85,6 +101,7 @@ export async function launch(profile) {
   ];
   const proc = spawn(CHROMIUM, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
   let exited = false;
+  groups.add(proc.pid);
   proc.on('exit', () => (exited = true));
   const killGroup = (signal) => {
     try {
@@ -92,6 +109,7 @@ export async function launch(profile) {
     } catch {
       /* already gone */
     }
+    if (signal === 'SIGKILL') groups.delete(proc.pid); // nothing of it is left to kill
   };
   onStop(async () => {
     killGroup('SIGKILL');
