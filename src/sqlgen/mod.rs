@@ -25,9 +25,18 @@ pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTE
 pub const SETTINGS_TABLE: &str = "run_recovery_settings";
 pub const VIEW: &str = "run_recovery_orphans";
 /// Every view install makes (dropping a view drops its INSTEAD OF trigger).
-pub const VIEWS: [&str; 3] = [VIEW, actions::ACTIONS_VIEW, actions::RUNS_VIEW];
+pub const VIEWS: [&str; 4] = [
+    VIEW,
+    actions::ACTIONS_VIEW,
+    actions::RUNS_VIEW,
+    GUARD_REPAIR,
+];
 /// The trigger that fences stale writes and merges dropped recovery keys back.
 pub const GUARD_TRIGGER: &str = "run_recovery_lease_guard";
+/// Where the guard sends a write it must refuse or repair: an internal view
+/// whose INSTEAD OF trigger (GUARD_REPAIR_TRIGGER) refuses or restores.
+pub const GUARD_REPAIR: &str = "run_recovery_guard_repair";
+pub const GUARD_REPAIR_TRIGGER: &str = "run_recovery_guard_repair_do";
 pub const TRIGGERS: [&str; 3] = [
     "run_recovery_stamp_insert",
     "run_recovery_stamp_live",
@@ -38,9 +47,10 @@ pub const TRIGGERS: [&str; 3] = [
 pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// Bumped when the generated objects change shape; stored in the settings table.
 /// 1: triggers and the orphans view; 2: adds `run_recovery_actions` and
-/// `run_recovery_runs`. Every install drops and recreates every object, so a
+/// `run_recovery_runs`; 3: the guard's refusal and restores move into the
+/// internal view `run_recovery_guard_repair`. Every install drops and recreates every object, so a
 /// database of any earlier version upgrades in place.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).
 pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
@@ -317,56 +327,70 @@ END",
     //    program SQLite runs costs, and a BEFORE trigger makes SQLite re-read
     //    the row.
     let (new, old) = (format!("NEW.{meta}"), format!("OLD.{meta}"));
-    let stale = format!(
-        "CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END",
-        int_at(&new, LEASE),
-        int_at(&old, LEASE)
-    );
+    // The trigger body runs only when its WHEN holds, but SQLite sets up the
+    // registers of the whole body for every row the WHEN is tested on: the
+    // refusal and the restores therefore live in the INSTEAD OF trigger of
+    // the view GUARD_REPAIR, and the guard's own body is one INSERT into it
+    // (the old and new metadata passed as values). Measured: a heartbeat
+    // written by hand costs about 0.6 µs less on SQLite 3.40 than with the
+    // body inline.
+    let (r_new, r_old) = ("NEW.new_meta".to_string(), "NEW.old_meta".to_string());
+    let stale_of = |new: &str, old: &str| {
+        format!(
+            "CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END",
+            int_at(new, LEASE),
+            int_at(old, LEASE)
+        )
+    };
+    let stale = stale_of(&new, &old);
     let cur = meta.as_str();
-    let restores: Vec<(&str, String, String)> = vec![
-        // Only when dropped: a plain write may set an older heartbeat on purpose
-        // (backdating, tests); the extension's own stamps never go backwards.
-        (LAST_HEARTBEAT, lacks(cur, LAST_HEARTBEAT), lacks(&new, LAST_HEARTBEAT)),
-        (
-            LEASE,
-            format!("{} OR {} < {}", lacks(cur, LEASE), int_at(cur, LEASE), int_at(&old, LEASE)),
-            lacks(&new, LEASE),
-        ),
-        (
-            RESUMES,
-            format!("{} OR {} < {}", lacks(cur, RESUMES), int_at(cur, RESUMES), int_at(&old, RESUMES)),
-            format!("{} OR {} < {}", lacks(&new, RESUMES), int_at(&new, RESUMES), int_at(&old, RESUMES)),
-        ),
-        (
-            CHECKPOINT_STATE,
-            format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STATE), int_at(cur, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
-            format!("{} OR {} < {}", lacks(&new, CHECKPOINT_STATE), int_at(&new, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
-        ),
-        (
-            CHECKPOINT_STEP,
-            format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STEP), int_at(cur, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
-            format!("{} OR {} < {}", lacks(&new, CHECKPOINT_STEP), int_at(&new, CHECKPOINT_STEP), int_at(&old, CHECKPOINT_STEP)),
-        ),
-        (DISMISSED_HEARTBEAT, lacks(cur, DISMISSED_HEARTBEAT), lacks(&new, DISMISSED_HEARTBEAT)),
-        (
-            RECOVERY_LOG,
-            format!("{} OR json_array_length({cur}, {RECOVERY_LOG_PATH}) < json_array_length({old}, {RECOVERY_LOG_PATH})", lacks(cur, RECOVERY_LOG)),
-            format!("{} OR json_array_length({new}, {RECOVERY_LOG_PATH}) < json_array_length({old}, {RECOVERY_LOG_PATH})", lacks(&new, RECOVERY_LOG)),
-        ),
-    ];
-    let lost = restores
+    // (key, lost now: the current row lost it, given the old metadata `o`; lost by the write `n`)
+    let restores = |o: &str, n: &str| -> Vec<(&'static str, String, String)> {
+        vec![
+            // Only when dropped: a plain write may set an older heartbeat on purpose
+            // (backdating, tests); the extension's own stamps never go backwards.
+            (LAST_HEARTBEAT, lacks(cur, LAST_HEARTBEAT), lacks(n, LAST_HEARTBEAT)),
+            (
+                LEASE,
+                format!("{} OR {} < {}", lacks(cur, LEASE), int_at(cur, LEASE), int_at(o, LEASE)),
+                lacks(n, LEASE),
+            ),
+            (
+                RESUMES,
+                format!("{} OR {} < {}", lacks(cur, RESUMES), int_at(cur, RESUMES), int_at(o, RESUMES)),
+                format!("{} OR {} < {}", lacks(n, RESUMES), int_at(n, RESUMES), int_at(o, RESUMES)),
+            ),
+            (
+                CHECKPOINT_STATE,
+                format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STATE), int_at(cur, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
+                format!("{} OR {} < {}", lacks(n, CHECKPOINT_STATE), int_at(n, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
+            ),
+            (
+                CHECKPOINT_STEP,
+                format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STEP), int_at(cur, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
+                format!("{} OR {} < {}", lacks(n, CHECKPOINT_STEP), int_at(n, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
+            ),
+            (DISMISSED_HEARTBEAT, lacks(cur, DISMISSED_HEARTBEAT), lacks(n, DISMISSED_HEARTBEAT)),
+            (
+                RECOVERY_LOG,
+                format!("{} OR json_array_length({cur}, {RECOVERY_LOG_PATH}) < json_array_length({o}, {RECOVERY_LOG_PATH})", lacks(cur, RECOVERY_LOG)),
+                format!("{} OR json_array_length({n}, {RECOVERY_LOG_PATH}) < json_array_length({o}, {RECOVERY_LOG_PATH})", lacks(n, RECOVERY_LOG)),
+            ),
+        ]
+    };
+    let lost = restores(&old, &new)
         .iter()
         .map(|(key, _, lost)| format!("({} AND ({lost}))", has(&old, key)))
         .collect::<Vec<_>>()
         .join("\n      OR ");
-    let body = restores
+    let body = restores(&r_old, &r_new)
         .iter()
         .map(|(key, lost_now, _)| {
             format!(
-                "  UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.{key}', json({old} -> '$.{key}'))
-    WHERE {id} = NEW.{id} AND {} AND {} AND ({lost_now});",
+                "  UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.{key}', json({r_old} -> '$.{key}'))
+    WHERE {id} = NEW.run_id AND {} AND {} AND ({lost_now});",
                 writable(meta),
-                has(&old, key)
+                has(&r_old, key)
             )
         })
         .collect::<Vec<_>>()
@@ -385,6 +409,18 @@ AND ({} OR {})",
         lacks(&old, LAST_HEARTBEAT)
     );
     out.push(format!(
+        "CREATE VIEW {GUARD_REPAIR} AS SELECT NULL AS run_id, NULL AS old_meta, NULL AS new_meta WHERE 0"
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {GUARD_REPAIR_TRIGGER} INSTEAD OF INSERT ON {GUARD_REPAIR}
+BEGIN
+  SELECT RAISE(ABORT, {}) WHERE {};
+{body}
+END",
+        literal(STALE_LEASE_MESSAGE),
+        stale_of(&r_new, &r_old)
+    ));
+    out.push(format!(
         "CREATE TRIGGER {GUARD_TRIGGER} AFTER UPDATE OF {meta} ON {table}
 WHEN CASE
     WHEN {} THEN 0
@@ -395,13 +431,11 @@ WHEN CASE
     ELSE 0 END)
   END
 BEGIN
-  SELECT RAISE(ABORT, {}) WHERE {stale};
-{body}
+  INSERT INTO {GUARD_REPAIR} (run_id, old_meta, new_meta) VALUES (NEW.{id}, {old}, {new});
 END",
         only_heartbeat_changed(&new, &old),
         is_object(&old),
         writable(&new),
-        literal(STALE_LEASE_MESSAGE)
     ));
 
     // 4. Orphan detection for every client.
