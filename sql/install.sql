@@ -59,24 +59,20 @@ BEGIN
   INSERT INTO run_recovery_guard_repair (run_id, old_meta, new_meta) VALUES (NEW."accession_id", OLD."properties_json", NEW."properties_json");
 END;
 CREATE VIEW run_recovery_orphans AS
-WITH run_recovery_candidates AS (
-  SELECT "accession_id" AS run_id, "name" AS name, "status" AS status,
-         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END AS last_heartbeat,
-         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.checkpointStep') AS INTEGER) END AS checkpoint_step,
-         CASE WHEN json_valid("properties_json") THEN "properties_json" -> '$.checkpointState' END AS checkpoint_state,
-         coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lease') AS INTEGER) END, 1) AS lease,
-         coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
-         CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) END AS dismissed_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms
-  FROM "protocol_runs"
-  WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention')
-    AND coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - (30000)
-  LIMIT -1)
-SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
-       checkpoint_step, checkpoint_state, lease, resumes,
-       coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM run_recovery_candidates
-WHERE (0) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
-ORDER BY coalesce(last_heartbeat, 0), run_id;
+SELECT "accession_id" AS run_id,
+       "name" AS name,
+       "status" AS status,
+       CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END AS last_heartbeat,
+       CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END, 0) AS age_ms,
+       CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.checkpointStep') AS INTEGER) END AS checkpoint_step,
+       CASE WHEN json_valid("properties_json") THEN "properties_json" -> '$.checkpointState' END AS checkpoint_state,
+       coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lease') AS INTEGER) END, 1) AS lease,
+       coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
+       0 AS dismissed
+FROM "protocol_runs"
+WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention')
+  AND CASE WHEN json_valid("properties_json") THEN CASE WHEN coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0) >= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - (30000) THEN 0 WHEN (0) THEN 1 WHEN CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) IS NULL THEN 1 ELSE CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) <> coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0) END ELSE 0 < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - (30000) END
+ORDER BY coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER) END, 0), "accession_id";
 CREATE VIEW run_recovery_actions AS SELECT NULL AS run_id, NULL AS action, NULL AS lease, NULL AS step, NULL AS state, NULL AS threshold_ms WHERE 0;
 CREATE TRIGGER run_recovery_act INSTEAD OF INSERT ON run_recovery_actions
 BEGIN

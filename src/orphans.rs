@@ -29,6 +29,7 @@ use rusqlite::{ffi, params, Connection, Result};
 
 use crate::args;
 use crate::errors::{bad_argument, Expected};
+use crate::sqlgen::OrphanColumns;
 use crate::state::{now_ms, Installed, Outcome, Shared};
 
 const F: &str = "orphaned_runs";
@@ -74,6 +75,14 @@ checkpoint_step, checkpoint_state, lease, resumes, dismissed, \
 threshold_ms HIDDEN, now_ms HIDDEN, include_dismissed HIDDEN)";
 /// How many columns a row of [`Rows`] holds: the visible ones.
 const VISIBLE: usize = Col::ThresholdMs as usize;
+const _: () = assert!(crate::sqlgen::ORPHAN_COLUMNS.len() == VISIBLE);
+/// Where the visible columns a plan reads start in its idxNum (above the inputs).
+const COLUMNS_SHIFT: u32 = Col::INPUTS.len() as u32;
+
+/// The visible columns of SQLite's colUsed mask (bit `1 << i`: column `i`).
+fn columns_used(col_used: u64) -> c_int {
+    (col_used & OrphanColumns::ALL.0 as u64) as c_int
+}
 
 /// Whether the rows come out in the order `ORDER BY <order_bys>` asks for.
 ///
@@ -138,7 +147,9 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
 
     /// idxNum bit `1 << i` is set when input [`Col::INPUTS`]`[i]` has an
     /// `=` constraint; `filter` receives the present ones as arguments in
-    /// that order. An unusable constraint on an input column rejects the plan
+    /// that order. The bits from [`COLUMNS_SHIFT`] up say which visible
+    /// columns the query reads (SQLite's colUsed): the SELECT computes only
+    /// those (the others are NULL, and SQLite never asks for them). An unusable constraint on an input column rejects the plan
     /// (SQLITE_CONSTRAINT), as series.c does.
     ///
     /// Cost: every plan runs the same one query over the live rows (served
@@ -177,7 +188,7 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
                 .map(|ob| (ob.column(), ob.is_order_by_desc())),
         );
         info.set_order_by_consumed(consumed);
-        info.set_idx_num(idx_num);
+        info.set_idx_num(idx_num | columns_used(info.col_used()) << COLUMNS_SHIFT);
         info.set_estimated_rows(100);
         info.set_estimated_cost(100.0 - 10.0 * f64::from(argv));
         Ok(true)
@@ -287,6 +298,8 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
             next += 1;
             v
         };
+        let cols =
+            OrphanColumns(((idx_num >> COLUMNS_SHIFT) & c_int::from(OrphanColumns::ALL.0)) as u16);
         let threshold = take(1 << 0);
         let now = take(1 << 1);
         let include = take(1 << 2);
@@ -312,11 +325,16 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         let mut rows = std::mem::take(&mut self.rows);
         let run = |conn: &Connection, inst: &Installed| -> Outcome<i64> {
             let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
-            let mut stmt = conn.prepare_cached(&inst.sql.orphans)?;
+            let mut stmt = conn.prepare_cached(&inst.sql.orphans_for(cols))?;
             let mut q = stmt.query(params![now, threshold, include])?;
             while let Some(r) = q.next()? {
                 for i in 0..VISIBLE {
-                    rows.push(r.get_ref(i)?);
+                    // A column the query does not read is NULL: not fetched.
+                    rows.push(if cols.has(i) {
+                        r.get_ref(i)?
+                    } else {
+                        ValueRef::Null
+                    });
                 }
             }
             Ok(threshold)

@@ -149,3 +149,90 @@ fn only_age_ms_desc_is_claimed_and_sqlite_sorts_the_rest() {
     let p = plan(&conn, "SELECT * FROM orphaned_runs ORDER BY age_ms DESC");
     assert!(!p.contains("TEMP B-TREE"), "{p}");
 }
+
+/// The ten visible columns, in declaration order.
+const COLUMNS: [&str; 10] = [
+    "run_id",
+    "name",
+    "status",
+    "last_heartbeat",
+    "age_ms",
+    "checkpoint_step",
+    "checkpoint_state",
+    "lease",
+    "resumes",
+    "dismissed",
+];
+
+fn project(rows: &[Vec<Value>], mask: usize) -> Vec<Vec<Value>> {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, v)| v.clone())
+                .collect()
+        })
+        .collect()
+}
+
+fn select(mask: usize) -> String {
+    COLUMNS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, c)| *c)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `orphaned_runs` computes only the columns a query reads (SQLite's
+/// colUsed): every one of the 1,023 non-empty sets of columns reads, value
+/// for value and in the same order, what `SELECT *` reads; `count(*)` (no
+/// column) counts the same rows; with and without dismissed orphans. The
+/// view, which SQLite flattens into the query, agrees on every set too.
+#[test]
+fn every_set_of_columns_reads_what_select_star_reads() {
+    let conn = db_with_odd_heartbeats();
+    let dismissed = r#"{"lastHeartbeat":9,"dismissedHeartbeat":9,"checkpointStep":3,"checkpointState":{"w":[1,2]},"lease":4,"resumes":2}"#;
+    let undismissed = r#"{"lastHeartbeat":11,"dismissedHeartbeat":9,"checkpointStep":2,"checkpointState":"s","lease":2,"resumes":1}"#;
+    for (id, meta) in [("r-dismissed", dismissed), ("r-beat-since", undismissed)] {
+        add_run(&conn, id, "PAUSED", Some(meta));
+        without_triggers(&conn, |c| {
+            c.execute(
+                "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
+                [id, meta],
+            )
+            .unwrap();
+        });
+    }
+    for (include, expect) in [(0, 8), (1, 9)] {
+        let call = format!("orphaned_runs(0, 5000000, {include})");
+        let all = rows(&conn, &format!("SELECT * FROM {call}"));
+        assert_eq!(all.len(), expect, "include_dismissed = {include}");
+        assert!(
+            all.iter().any(|r| r[7] == Value::Integer(4)) == (include == 1),
+            "the dismissed run's lease is read only when it is listed"
+        );
+        assert_eq!(
+            one::<i64>(&conn, &format!("SELECT count(*) FROM {call}")).unwrap(),
+            expect as i64
+        );
+        for mask in 1..(1 << COLUMNS.len()) {
+            let got = rows(&conn, &format!("SELECT {} FROM {call}", select(mask)));
+            assert_eq!(got, project(&all, mask), "SELECT {}", select(mask));
+        }
+    }
+    // The view (the configured threshold, real time; dismissed hidden):
+    // every set without age_ms, which moves with the clock.
+    let all = rows(&conn, "SELECT * FROM orphaned_runs");
+    assert_eq!(all.len(), 8);
+    let age = 1 << 4;
+    for mask in (1..(1 << COLUMNS.len())).filter(|m| m & age == 0) {
+        let view = rows(
+            &conn,
+            &format!("SELECT {} FROM run_recovery_orphans", select(mask)),
+        );
+        assert_eq!(view, project(&all, mask), "view: SELECT {}", select(mask));
+    }
+}

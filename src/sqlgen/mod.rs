@@ -19,6 +19,9 @@ use crate::metadata::key::{
 
 pub mod actions;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 /// Unix epoch milliseconds in pure SQL (`unixepoch('subsec')` is NULL on 3.40).
 pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
@@ -201,6 +204,37 @@ fn names(cfg: &Config) -> Names {
     }
 }
 
+/// The visible columns of `orphaned_runs` and `run_recovery_orphans`, in
+/// order; bit `1 << i` of an [`OrphanColumns`] mask stands for column `i`.
+pub const ORPHAN_COLUMNS: [&str; 10] = [
+    "run_id",
+    "name",
+    "status",
+    "last_heartbeat",
+    "age_ms",
+    "checkpoint_step",
+    "checkpoint_state",
+    "lease",
+    "resumes",
+    "dismissed",
+];
+
+/// Which of [`ORPHAN_COLUMNS`] a query computes (bit `1 << i` for column
+/// `i`); the others are NULL. The view computes them all and lets SQLite
+/// drop the ones a query does not read; `orphaned_runs` passes the columns
+/// SQLite says it uses (`colUsed`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct OrphanColumns(pub u16);
+
+impl OrphanColumns {
+    pub const ALL: OrphanColumns = OrphanColumns((1 << ORPHAN_COLUMNS.len()) - 1);
+
+    /// Whether column `i` is computed.
+    pub fn has(self, i: usize) -> bool {
+        i < ORPHAN_COLUMNS.len() && self.0 & (1 << i) != 0
+    }
+}
+
 /// The SELECT behind both `run_recovery_orphans` and `orphaned_runs`, so the
 /// two can never disagree. `now`, `threshold` and `include_dismissed` are SQL
 /// expressions (literals in the view, parameters in the table-valued function).
@@ -208,31 +242,82 @@ fn names(cfg: &Config) -> Names {
 /// The `WHERE status IN (…spellings…)` is what lets SQLite serve it from the
 /// status index: only live rows are read, however long the history.
 ///
-/// Cost: every live run is parsed once (`json_valid`; the `json_extract`s
-/// that follow find the parse in SQLite's JSON cache), as in a hand-written
-/// query, and each field of a candidate is extracted once: the candidates are
-/// a co-routine (`LIMIT -1` keeps SQLite from flattening it into the outer
-/// query, which would repeat the extractions in WHERE and ORDER BY). Metadata
-/// that is not valid JSON has no fields (NULL), never an error.
-pub fn orphan_select(cfg: &Config, now: &str, threshold: &str, include_dismissed: &str) -> String {
+/// Cost: one flat SELECT, so a query on the view computes only the columns
+/// it reads (SQLite flattens the view into it), and the `WHERE` is one `CASE`
+/// that stops at the first answer: a live run with a fresh heartbeat costs a
+/// `json_valid` (the one parse; later calls find it in SQLite's JSON cache)
+/// and one lookup, a stale one a lookup more for `dismissedHeartbeat`.
+/// Every field read from the JSON is guarded by `json_valid`: metadata that is
+/// not valid JSON has no fields (NULL), never an error, and its run is stale.
+pub fn orphan_select(
+    cfg: &Config,
+    now: &str,
+    threshold: &str,
+    include_dismissed: &str,
+    cols: OrphanColumns,
+) -> String {
     let n = names(cfg);
-    let hb = guarded(&n.meta, int_at(&n.meta, LAST_HEARTBEAT));
+    let meta = n.meta.as_str();
+    let hb = int_at(meta, LAST_HEARTBEAT);
+    let dismissed_at = int_at(meta, DISMISSED_HEARTBEAT);
+    let cutoff = format!("{now} - ({threshold})");
+    // Only fields of valid JSON are read: the CASE tests json_valid first.
+    let stale_and_shown = format!(
+        "CASE WHEN json_valid({meta}) THEN CASE \
+WHEN coalesce({hb}, 0) >= {cutoff} THEN 0 \
+WHEN ({include_dismissed}) THEN 1 \
+WHEN {dismissed_at} IS NULL THEN 1 \
+ELSE {dismissed_at} <> coalesce({hb}, 0) END \
+ELSE 0 < {cutoff} END"
+    );
+    let int = |key: &str| guarded(meta, int_at(meta, key));
+    // Without include_dismissed every row listed is not dismissed.
+    let dismissed = if include_dismissed.trim() == "0" {
+        "0".to_string()
+    } else {
+        format!(
+            "coalesce({} = coalesce({}, 0), 0)",
+            int(DISMISSED_HEARTBEAT),
+            int(LAST_HEARTBEAT)
+        )
+    };
+    let name = cfg
+        .name_column
+        .as_deref()
+        .map(ident)
+        .unwrap_or_else(|| "NULL".into());
+    let exprs = [
+        n.id.clone(),
+        name,
+        n.status.clone(),
+        int(LAST_HEARTBEAT),
+        format!("{now} - coalesce({}, 0)", int(LAST_HEARTBEAT)),
+        int(CHECKPOINT_STEP),
+        guarded(meta, format!("{meta} -> '$.{CHECKPOINT_STATE}'")),
+        format!("coalesce({}, 1)", int(LEASE)),
+        format!("coalesce({}, 0)", int(RESUMES)),
+        dismissed,
+    ];
+    let select: Vec<String> = exprs
+        .iter()
+        .zip(ORPHAN_COLUMNS)
+        .enumerate()
+        .map(|(i, (e, c))| {
+            let e = if cols.has(i) { e.as_str() } else { "NULL" };
+            format!("{e} AS {c}")
+        })
+        .collect();
     format!(
-        "WITH run_recovery_candidates AS (
-  SELECT {fields}, {now} AS now_ms
-  FROM {table}
-  WHERE {live}
-    AND coalesce({hb}, 0) < {now} - ({threshold})
-  LIMIT -1)
-SELECT run_id, name, status, last_heartbeat, now_ms - coalesce(last_heartbeat, 0) AS age_ms,
-       checkpoint_step, checkpoint_state, lease, resumes,
-       coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0) AS dismissed
-FROM run_recovery_candidates
-WHERE ({include_dismissed}) OR NOT coalesce(dismissed_at = coalesce(last_heartbeat, 0), 0)
-ORDER BY coalesce(last_heartbeat, 0), run_id",
-        fields = run_fields(cfg, &n),
+        "SELECT {select}
+FROM {table}
+WHERE {live}
+  AND {stale_and_shown}
+ORDER BY coalesce({hb_guarded}, 0), {id}",
+        select = select.join(",\n       "),
         table = n.table,
         live = live_index_test(cfg, &n.status),
+        hb_guarded = int(LAST_HEARTBEAT),
+        id = n.id,
     )
 }
 
@@ -443,7 +528,13 @@ END",
     // 4. Orphan detection for every client.
     out.push(format!(
         "CREATE VIEW {VIEW} AS\n{}",
-        orphan_select(cfg, NOW_MS, &cfg.stale_after_ms.to_string(), "0")
+        orphan_select(
+            cfg,
+            NOW_MS,
+            &cfg.stale_after_ms.to_string(),
+            "0",
+            OrphanColumns::ALL,
+        )
     ));
 
     // 5. Every action in pure SQL, and the per-run state view.
@@ -507,7 +598,12 @@ pub struct FunctionSql {
     pub write_failed: String,
     /// Whether `write_failed` takes ?6 (the time for end_time / updated_at).
     pub write_failed_has_time: bool,
+    /// `orphaned_runs`' SELECT with every column; ?1 now, ?2 threshold,
+    /// ?3 include_dismissed.
     pub orphans: String,
+    /// The same SELECT for the columns a query uses (see [`Self::orphans_for`]).
+    orphans_by_columns: Mutex<HashMap<OrphanColumns, Arc<str>>>,
+    cfg: Config,
 }
 
 impl FunctionSql {
@@ -577,7 +673,7 @@ RETURNING {hb}",
             "UPDATE {table} SET {} WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2",
             sets.join(", ")
         );
-        let orphans = orphan_select(cfg, "?1", "?2", "?3");
+        let orphans = orphan_select(cfg, "?1", "?2", "?3", OrphanColumns::ALL);
         FunctionSql {
             heartbeat,
             heartbeat_forward,
@@ -588,7 +684,21 @@ RETURNING {hb}",
             write_failed,
             write_failed_has_time,
             orphans,
+            orphans_by_columns: Mutex::default(),
+            cfg: cfg.clone(),
         }
+    }
+
+    /// `orphaned_runs`' SELECT computing only `cols` (the others NULL), made
+    /// once per set of columns (at most 1,024) and kept.
+    pub fn orphans_for(&self, cols: OrphanColumns) -> Arc<str> {
+        let mut made = self
+            .orphans_by_columns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        made.entry(cols)
+            .or_insert_with(|| orphan_select(&self.cfg, "?1", "?2", "?3", cols).into())
+            .clone()
     }
 }
 
@@ -621,7 +731,7 @@ mod tests {
 
     #[test]
     fn the_orphan_query_names_every_spelling_of_live_statuses() {
-        let sql = orphan_select(&Config::default(), "?1", "?2", "?3");
+        let sql = orphan_select(&Config::default(), "?1", "?2", "?3", OrphanColumns::ALL);
         for s in [
             "'running'",
             "'RUNNING'",

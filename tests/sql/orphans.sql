@@ -78,15 +78,19 @@ select run_id, dismissed from orphaned_runs(0, 4102444900000) where run_id = 'o2
 -- Served from the status index, not a scan of every run: the view's plan
 -- (orphaned_runs runs the very same SELECT, with parameters).
 explain query plan select * from run_recovery_orphans;  -- QUERY PLAN
-                                                       -- |--CO-ROUTINE run_recovery_candidates
-                                                       -- |  `--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
-                                                       -- |--SCAN run_recovery_candidates
+                                                       -- |--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
                                                        -- `--USE TEMP B-TREE FOR ORDER BY
--- The hidden arguments are pushed down (idxNum 0x1 threshold_ms, 0x2 now_ms, 0x4 include_dismissed).
+-- The hidden arguments are pushed down (idxNum 0x1 threshold_ms, 0x2 now_ms, 0x4 include_dismissed),
+-- and the bits from 0x8 up say which columns the query reads (0x8 run_id ... 0x1000 dismissed):
+-- only those are computed. All ten: 0x1ff8 = 8184.
 explain query plan select * from orphaned_runs(1, 2);  -- QUERY PLAN
-                                                       -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 3:
+                                                       -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 8187:
 explain query plan select * from orphaned_runs where include_dismissed = 1;  -- QUERY PLAN
-                                                                             -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 4:
+                                                                             -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 8188:
+explain query plan select run_id, lease from orphaned_runs(1, 2);  -- QUERY PLAN
+                                                                   -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 1035:
+explain query plan select count(*) from orphaned_runs;  -- QUERY PLAN
+                                                        -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 0:
 -- The view run_recovery_orphans: same columns and rows at the configured
 -- threshold and the real clock, for clients without the extension.
 select group_concat(run_id) from run_recovery_orphans;  -- arr,o1,o3
