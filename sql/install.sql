@@ -10,16 +10,22 @@ DROP VIEW IF EXISTS run_recovery_orphans;
 DROP VIEW IF EXISTS run_recovery_actions;
 DROP VIEW IF EXISTS run_recovery_runs;
 DROP VIEW IF EXISTS run_recovery_guard_repair;
+DROP VIEW IF EXISTS run_recovery_stamp;
 CREATE TABLE IF NOT EXISTS run_recovery_settings (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+CREATE VIEW run_recovery_stamp AS SELECT NULL AS run_id WHERE 0;
+CREATE TRIGGER run_recovery_stamp_do INSTEAD OF INSERT ON run_recovery_stamp
+BEGIN
+  UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(json_remove(coalesce("properties_json", '{}'), '$.lastHeartbeat'), '$.lease', 1), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))) WHERE "accession_id" = NEW.run_id AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
+END;
 CREATE TRIGGER run_recovery_stamp_insert AFTER INSERT ON "protocol_runs"
 WHEN CASE NEW."status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END
 BEGIN
-  UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(json_remove(coalesce("properties_json", '{}'), '$.lastHeartbeat'), '$.lease', 1), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))) WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
+  INSERT INTO run_recovery_stamp (run_id) VALUES (NEW."accession_id");
 END;
 CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF "status" ON "protocol_runs"
 WHEN (OLD."status" IS NULL OR NOT CASE OLD."status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END) AND CASE NEW."status" WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'Running' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'Paused' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END
 BEGIN
-  UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(json_remove(coalesce("properties_json", '{}'), '$.lastHeartbeat'), '$.lease', 1), '$.lastHeartbeat', max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), coalesce(CAST(json_extract("properties_json", '$.lastHeartbeat') AS INTEGER), 0))) WHERE "accession_id" = NEW."accession_id" AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END);
+  INSERT INTO run_recovery_stamp (run_id) VALUES (NEW."accession_id");
 END;
 CREATE VIEW run_recovery_guard_repair AS SELECT NULL AS run_id, NULL AS old_meta, NULL AS new_meta WHERE 0;
 CREATE TRIGGER run_recovery_guard_repair_do INSTEAD OF INSERT ON run_recovery_guard_repair
@@ -145,5 +151,5 @@ FROM (SELECT "accession_id" AS run_id, "name" AS name, "status" AS status,
       FROM "protocol_runs");
 UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(coalesce("properties_json", '{}'), '$.lease', 1), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention') AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND ("properties_json" IS NULL OR json_type("properties_json", '$.lastHeartbeat') IS NULL);
-INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('config', '{"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}'), ('schema_version', '3');
+INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('config', '{"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}'), ('schema_version', '4');
 RELEASE run_recovery_install;

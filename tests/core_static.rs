@@ -34,6 +34,8 @@ fn install_returns_the_config_and_is_idempotent() {
             "run_recovery_orphans",
             "run_recovery_runs",
             "run_recovery_settings",
+            "run_recovery_stamp",
+            "run_recovery_stamp_do",
             "run_recovery_stamp_insert",
             "run_recovery_stamp_live",
         ]

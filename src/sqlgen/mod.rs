@@ -28,11 +28,12 @@ pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTE
 pub const SETTINGS_TABLE: &str = "run_recovery_settings";
 pub const VIEW: &str = "run_recovery_orphans";
 /// Every view install makes (dropping a view drops its INSTEAD OF trigger).
-pub const VIEWS: [&str; 4] = [
+pub const VIEWS: [&str; 5] = [
     VIEW,
     actions::ACTIONS_VIEW,
     actions::RUNS_VIEW,
     GUARD_REPAIR,
+    STAMP,
 ];
 /// The trigger that fences stale writes and merges dropped recovery keys back.
 pub const GUARD_TRIGGER: &str = "run_recovery_lease_guard";
@@ -40,6 +41,10 @@ pub const GUARD_TRIGGER: &str = "run_recovery_lease_guard";
 /// whose INSTEAD OF trigger (GUARD_REPAIR_TRIGGER) refuses or restores.
 pub const GUARD_REPAIR: &str = "run_recovery_guard_repair";
 pub const GUARD_REPAIR_TRIGGER: &str = "run_recovery_guard_repair_do";
+/// Where the two stamp triggers send a run that went live: an internal view
+/// whose INSTEAD OF trigger (STAMP_TRIGGER) stamps it.
+pub const STAMP: &str = "run_recovery_stamp";
+pub const STAMP_TRIGGER: &str = "run_recovery_stamp_do";
 pub const TRIGGERS: [&str; 3] = [
     "run_recovery_stamp_insert",
     "run_recovery_stamp_live",
@@ -51,9 +56,11 @@ pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// Bumped when the generated objects change shape; stored in the settings table.
 /// 1: triggers and the orphans view; 2: adds `run_recovery_actions` and
 /// `run_recovery_runs`; 3: the guard's refusal and restores move into the
-/// internal view `run_recovery_guard_repair`. Every install drops and recreates every object, so a
+/// internal view `run_recovery_guard_repair`; 4: the stamp moves into the
+/// internal view `run_recovery_stamp`, and the orphans view is one flat
+/// SELECT. Every install drops and recreates every object, so a
 /// database of any earlier version upgrades in place.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).
 pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
@@ -374,12 +381,25 @@ pub fn install_script(cfg: &Config) -> Vec<String> {
         "CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)"
     ));
 
-    // 1. Stamp on every transition into a live status (insert, or update of status).
-    let stamp = format!(
-        "UPDATE {table} SET {meta} = {} WHERE {id} = NEW.{id} AND {};",
+    // 1. Stamp on every transition into a live status (insert, or update of
+    //    status). As with the guard (below), the stamp itself lives in the
+    //    INSTEAD OF trigger of an internal view, so the two triggers that
+    //    SQLite runs on every insert and status write are a WHEN and one
+    //    INSERT: SQLite sets up a trigger's registers for every row it tests,
+    //    and the stamp's UPDATE needs many (measured on SQLite 3.40: a
+    //    status-only write runs about 5,000 fewer instructions).
+    out.push(format!(
+        "CREATE VIEW {STAMP} AS SELECT NULL AS run_id WHERE 0"
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {STAMP_TRIGGER} INSTEAD OF INSERT ON {STAMP}
+BEGIN
+  UPDATE {table} SET {meta} = {} WHERE {id} = NEW.run_id AND {};
+END",
         stamped(meta, NOW_MS),
         writable(meta)
-    );
+    ));
+    let stamp = format!("INSERT INTO {STAMP} (run_id) VALUES (NEW.{id});");
     out.push(format!(
         "CREATE TRIGGER run_recovery_stamp_insert AFTER INSERT ON {table}
 WHEN {}

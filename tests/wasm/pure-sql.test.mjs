@@ -205,6 +205,7 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
       'run_recovery_act',
       'run_recovery_guard_repair_do',
       'run_recovery_lease_guard',
+      'run_recovery_stamp_do',
       'run_recovery_stamp_insert',
       'run_recovery_stamp_live',
     ]);
