@@ -9,15 +9,22 @@
 //! ```
 //!
 //! It runs the same SELECT as the `run_recovery_orphans` view (see
-//! [`crate::sqlgen::orphan_select`]), which SQLite serves from the status
-//! index, and hands the rows out oldest heartbeat first.
+//! [`crate::sqlgen::orphan_select`]), made for the columns the query reads,
+//! which SQLite serves from the status index, and streams its rows out
+//! oldest heartbeat first: each `xNext` steps the SELECT, each `xColumn` hands
+//! SQLite the SELECT's own value. The prepared SELECTs are kept in a pool
+//! owned by the table (finalized when SQLite disconnects it), so a query
+//! prepares nothing once its SELECT has run before.
 //!
 //! Nothing here may panic: rusqlite does not catch panics in virtual-table
 //! callbacks, so every lookup is checked.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
 use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -25,7 +32,7 @@ use rusqlite::vtab::{
     Context, Filters, IndexConstraintOp, IndexInfo, Module, VTab, VTabConfig, VTabConnection,
     VTabCursor,
 };
-use rusqlite::{ffi, params, Connection, Result};
+use rusqlite::{ffi, Connection, Result};
 
 use crate::args;
 use crate::errors::{bad_argument, Expected};
@@ -106,13 +113,89 @@ pub(crate) struct OrphansTab {
     base: ffi::sqlite3_vtab,
     db: *mut ffi::sqlite3,
     shared: Arc<Shared>,
+    /// The SELECTs prepared for earlier queries, ready for the next cursor.
+    pool: Pool,
 }
 
 impl Drop for OrphansTab {
     fn drop(&mut self) {
         // xDisconnect: release the statement cache before SQLite closes.
         self.shared.vtab_disconnected();
+        // The pooled statements are finalized with `pool` (before the
+        // connection closes: SQLite disconnects the table first).
     }
+}
+
+/// Prepared SELECTs not in use by a cursor. A cursor takes one (or prepares
+/// one) in `filter` and gives it back when it closes, so a query prepares
+/// nothing once its SELECT has run before.
+type Pool = Rc<RefCell<Vec<Prepared>>>;
+
+/// At most this many idle statements are kept (one per set of columns read).
+const POOL_MAX: usize = 8;
+
+/// One prepared `orphaned_runs` SELECT, owned: finalized when dropped.
+struct Prepared {
+    sql: Arc<str>,
+    stmt: NonNull<ffi::sqlite3_stmt>,
+}
+
+impl Prepared {
+    /// # Safety
+    /// `db` is an open connection handle, and the statement is used and
+    /// dropped only on that connection's thread while it is open.
+    unsafe fn new(db: *mut ffi::sqlite3, sql: Arc<str>) -> Result<Prepared> {
+        let len = c_int::try_from(sql.len())
+            .map_err(|_| crate::errors::internal("orphaned_runs: its SELECT is too long"))?;
+        let mut stmt = std::ptr::null_mut();
+        // SAFETY: `sql` is valid for `len` bytes; `stmt` is written by SQLite;
+        // `db` is open (the caller's contract).
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                db,
+                sql.as_ptr().cast(),
+                len,
+                ffi::SQLITE_PREPARE_PERSISTENT as std::ffi::c_uint,
+                &mut stmt,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            // SAFETY: as above; a failed prepare leaves `stmt` NULL.
+            return Err(unsafe { sqlite_error(db, rc) });
+        }
+        let stmt = NonNull::new(stmt)
+            .ok_or_else(|| crate::errors::internal("orphaned_runs: its SELECT is empty"))?;
+        Ok(Prepared { sql, stmt })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: the statement is ours, not finalized before, and its
+        // connection is still open (see `Prepared::new`).
+        unsafe {
+            ffi::sqlite3_finalize(self.stmt.as_ptr());
+        }
+    }
+}
+
+/// The error SQLite reports for `rc` on `db`, named for `orphaned_runs`.
+///
+/// # Safety
+/// `db` is an open connection handle.
+unsafe fn sqlite_error(db: *mut ffi::sqlite3, rc: c_int) -> rusqlite::Error {
+    // SAFETY: `db` is open; sqlite3_errmsg returns a NUL-terminated text
+    // owned by SQLite, valid until the next call on `db`, copied here.
+    let text = unsafe {
+        let msg = ffi::sqlite3_errmsg(db);
+        if msg.is_null() {
+            None
+        } else {
+            Some(CStr::from_ptr(msg).to_string_lossy().into_owned())
+        }
+    };
+    crate::errors::wrap(F, rusqlite::Error::SqliteFailure(ffi::Error::new(rc), text))
 }
 
 // SAFETY: the vtab declares its schema in `connect` exactly as SQLite
@@ -141,6 +224,7 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
             // the connection closes.
             db: unsafe { db.handle() },
             shared,
+            pool: Pool::default(),
         };
         Ok((Cow::Borrowed(SCHEMA), vtab))
     }
@@ -199,96 +283,155 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
             base: ffi::sqlite3_vtab_cursor::default(),
             db: self.db,
             shared: self.shared.clone(),
-            rows: Rows::default(),
-            pos: 0,
+            pool: self.pool.clone(),
+            stmt: None,
+            on_row: false,
+            row: 0,
             inputs: [Value::Null, Value::Null, Value::Null],
             phantom: PhantomData,
         })
     }
 }
 
+/// Streams the rows of its SELECT: `filter` steps to the first row, `next`
+/// to the following ones, and `column` hands SQLite the statement's own
+/// values (no copy of the rows is made).
 #[repr(C)]
 pub(crate) struct OrphansCursor<'vtab> {
     /// Base class. Must be first.
     base: ffi::sqlite3_vtab_cursor,
     db: *mut ffi::sqlite3,
     shared: Arc<Shared>,
-    rows: Rows,
-    pos: usize,
+    pool: Pool,
+    /// The SELECT this cursor runs (taken from the pool in `filter`).
+    stmt: Option<Prepared>,
+    /// Whether `stmt` points at a row.
+    on_row: bool,
+    /// The number of the current row (the rowid).
+    row: i64,
     /// threshold_ms, now_ms, include_dismissed as used.
     inputs: [Value; 3],
     phantom: PhantomData<&'vtab OrphansTab>,
 }
 
-/// The rows of one query, stored flat (`VISIBLE` cells a row) with every
-/// text in one buffer: no allocation per value, no UTF-8 re-validation; the
-/// cells are handed to SQLite as they came from it.
-#[derive(Default)]
-struct Rows {
-    cells: Vec<Cell>,
-    bytes: Vec<u8>,
+impl OrphansCursor<'_> {
+    /// Resets the statement (if any) and gives it back to the pool.
+    fn release(&mut self) {
+        self.on_row = false;
+        if let Some(p) = self.stmt.take() {
+            // SAFETY: the statement is ours and alive; reset ends its run.
+            unsafe {
+                ffi::sqlite3_reset(p.stmt.as_ptr());
+            }
+            if let Ok(mut pool) = self.pool.try_borrow_mut() {
+                if pool.len() < POOL_MAX {
+                    pool.push(p);
+                }
+            }
+        }
+    }
+
+    /// A statement for `sql`: this cursor's, a pooled one, or a new one.
+    fn take(&mut self, sql: Arc<str>) -> Result<NonNull<ffi::sqlite3_stmt>> {
+        if self.stmt.as_ref().is_some_and(|p| p.sql == sql) {
+            if let Some(p) = &self.stmt {
+                // SAFETY: the statement is ours and alive.
+                unsafe {
+                    ffi::sqlite3_reset(p.stmt.as_ptr());
+                }
+                return Ok(p.stmt);
+            }
+        }
+        self.release();
+        let pooled = self.pool.try_borrow_mut().ok().and_then(|mut pool| {
+            let i = pool.iter().position(|p| p.sql == sql)?;
+            Some(pool.swap_remove(i))
+        });
+        let p = match pooled {
+            Some(p) => p,
+            // SAFETY: `self.db` is the connection this table was connected
+            // on; SQLite calls xFilter on its thread, and closes every cursor
+            // and disconnects the table (dropping the pool) before closing it.
+            None => unsafe { Prepared::new(self.db, sql)? },
+        };
+        let stmt = p.stmt;
+        self.stmt = Some(p);
+        Ok(stmt)
+    }
+
+    /// Steps the statement to its next row.
+    fn step(&mut self) -> Result<()> {
+        self.on_row = false;
+        let Some(p) = &self.stmt else {
+            return Ok(());
+        };
+        // SAFETY: the statement is ours, alive and bound; SQLite calls
+        // xFilter/xNext on the connection's thread.
+        let rc = unsafe { ffi::sqlite3_step(p.stmt.as_ptr()) };
+        match rc {
+            ffi::SQLITE_ROW => {
+                self.on_row = true;
+                self.row += 1;
+                Ok(())
+            }
+            ffi::SQLITE_DONE => Ok(()),
+            // SAFETY: `self.db` is open (see `take`).
+            rc => Err(unsafe { sqlite_error(self.db, rc) }),
+        }
+    }
+
+    /// Column `i` of the current row as SQLite holds it (valid until the next step).
+    fn value(&self, i: c_int) -> ValueRef<'_> {
+        let (Some(p), true) = (&self.stmt, self.on_row) else {
+            return ValueRef::Null;
+        };
+        // SAFETY: the statement is on a row and `i` is below its column
+        // count (checked by the caller); the value, and the text or blob it
+        // points at, stay valid until the statement steps or resets, which
+        // needs `&mut self`, so not while the returned borrow lives.
+        unsafe {
+            let v = ffi::sqlite3_column_value(p.stmt.as_ptr(), i);
+            if v.is_null() {
+                return ValueRef::Null;
+            }
+            let bytes = |data: *const u8| -> &[u8] {
+                let n = usize::try_from(ffi::sqlite3_value_bytes(v)).unwrap_or(0);
+                if data.is_null() || n == 0 {
+                    &[]
+                } else {
+                    std::slice::from_raw_parts(data, n)
+                }
+            };
+            match ffi::sqlite3_value_type(v) {
+                ffi::SQLITE_INTEGER => ValueRef::Integer(ffi::sqlite3_value_int64(v)),
+                ffi::SQLITE_FLOAT => ValueRef::Real(ffi::sqlite3_value_double(v)),
+                ffi::SQLITE_TEXT => ValueRef::Text(bytes(ffi::sqlite3_value_text(v))),
+                ffi::SQLITE_BLOB => ValueRef::Blob(bytes(ffi::sqlite3_value_blob(v).cast())),
+                _ => ValueRef::Null,
+            }
+        }
+    }
 }
 
-#[derive(Clone, Copy)]
-enum Cell {
-    Null,
-    Integer(i64),
-    Real(f64),
-    /// A range of `Rows::bytes`.
-    Text(usize, usize),
-    Blob(usize, usize),
-}
-
-impl Rows {
-    fn clear(&mut self) {
-        self.cells.clear();
-        self.bytes.clear();
-    }
-
-    fn push(&mut self, v: ValueRef<'_>) {
-        let mut range = |b: &[u8]| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(b);
-            (start, self.bytes.len())
-        };
-        let cell = match v {
-            ValueRef::Null => Cell::Null,
-            ValueRef::Integer(i) => Cell::Integer(i),
-            ValueRef::Real(r) => Cell::Real(r),
-            ValueRef::Text(t) => {
-                let (a, b) = range(t);
-                Cell::Text(a, b)
-            }
-            ValueRef::Blob(t) => {
-                let (a, b) = range(t);
-                Cell::Blob(a, b)
-            }
-        };
-        self.cells.push(cell);
-    }
-
-    fn len(&self) -> usize {
-        self.cells.len() / VISIBLE
-    }
-
-    /// Column `col` of row `row`; `None` when out of range (never panics).
-    fn get(&self, row: usize, col: usize) -> Option<ValueRef<'_>> {
-        let at = row.checked_mul(VISIBLE)?.checked_add(col)?;
-        Some(match *self.cells.get(at)? {
-            Cell::Null => ValueRef::Null,
-            Cell::Integer(i) => ValueRef::Integer(i),
-            Cell::Real(r) => ValueRef::Real(r),
-            Cell::Text(a, b) => ValueRef::Text(self.bytes.get(a..b)?),
-            Cell::Blob(a, b) => ValueRef::Blob(self.bytes.get(a..b)?),
-        })
+impl Drop for OrphansCursor<'_> {
+    fn drop(&mut self) {
+        // xClose: the statement goes back to the pool for the next query.
+        self.release();
     }
 }
 
 // SAFETY: `base` is first and #[repr(C)], as the trait requires.
 unsafe impl VTabCursor for OrphansCursor<'_> {
     fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> Result<()> {
-        self.rows.clear();
-        self.pos = 0;
+        self.on_row = false;
+        self.row = 0;
+        if let Some(p) = &self.stmt {
+            // SAFETY: the statement is ours and alive; a new scan starts
+            // from a reset statement (even one that ends below with no rows).
+            unsafe {
+                ffi::sqlite3_reset(p.stmt.as_ptr());
+            }
+        }
         let mut next = 0;
         let mut take = |bit: c_int| -> Option<ValueRef<'_>> {
             if idx_num & bit == 0 {
@@ -322,66 +465,53 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         }
         let include = include.flatten().unwrap_or(0);
         let now = now.flatten().unwrap_or_else(now_ms);
-        let mut rows = std::mem::take(&mut self.rows);
-        let run = |conn: &Connection, inst: &Installed| -> Outcome<i64> {
+        let run = |_: &Connection, inst: &Installed| -> Outcome<(Arc<str>, i64)> {
             let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
-            let mut stmt = conn.prepare_cached(&inst.sql.orphans_for(cols))?;
-            let mut q = stmt.query(params![now, threshold, include])?;
-            while let Some(r) = q.next()? {
-                for i in 0..VISIBLE {
-                    // A column the query does not read is NULL: not fetched.
-                    rows.push(if cols.has(i) {
-                        r.get_ref(i)?
-                    } else {
-                        ValueRef::Null
-                    });
-                }
-            }
-            Ok(threshold)
+            Ok((inst.sql.orphans_for(cols), threshold))
         };
         // SAFETY: `self.db` is the connection this table was connected on,
         // which `shared` was registered on; SQLite calls xFilter on that
         // connection's thread, and disconnects the table before closing it.
-        let threshold = unsafe { self.shared.run_on(self.db, run) }.map_err(|f| f.into_sql(F, ""));
-        self.rows = rows;
-        let threshold = match threshold {
-            Ok(t) => t,
-            Err(e) => {
-                self.rows.clear();
-                return Err(e);
+        let (sql, threshold) =
+            unsafe { self.shared.run_on(self.db, run) }.map_err(|f| f.into_sql(F, ""))?;
+        let stmt = self.take(sql)?;
+        for (i, v) in [now, threshold, include].into_iter().enumerate() {
+            // SAFETY: the statement is ours and reset; parameters ?1..?3.
+            let rc = unsafe { ffi::sqlite3_bind_int64(stmt.as_ptr(), i as c_int + 1, v) };
+            if rc != ffi::SQLITE_OK {
+                // SAFETY: `self.db` is open (see above).
+                return Err(unsafe { sqlite_error(self.db, rc) });
             }
-        };
+        }
+        self.row = 0;
         self.inputs = [
             Value::Integer(threshold),
             Value::Integer(now),
             Value::Integer(include),
         ];
-        Ok(())
+        self.step()
     }
 
     fn next(&mut self) -> Result<()> {
-        self.pos += 1;
-        Ok(())
+        self.step()
     }
 
     fn eof(&self) -> bool {
-        self.pos >= self.rows.len()
+        !self.on_row
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> Result<()> {
-        let i = usize::try_from(i).unwrap_or(usize::MAX);
-        if i < VISIBLE {
-            let v = self.rows.get(self.pos, i).unwrap_or(ValueRef::Null);
-            ctx.set_result(&ToSqlOutput::Borrowed(v))
-        } else {
-            match self.inputs.get(i - VISIBLE) {
+        match usize::try_from(i) {
+            Ok(c) if c < VISIBLE => ctx.set_result(&ToSqlOutput::Borrowed(self.value(i))),
+            Ok(c) => match self.inputs.get(c - VISIBLE) {
                 Some(v) => ctx.set_result(v),
                 None => ctx.set_result(&Value::Null),
-            }
+            },
+            Err(_) => ctx.set_result(&Value::Null),
         }
     }
 
     fn rowid(&self) -> Result<i64> {
-        Ok(self.pos as i64)
+        Ok(self.row)
     }
 }

@@ -280,6 +280,12 @@ def orphans(table):
             f"properties_json ->> '$.checkpointStep' FROM protocol_runs "
             f"WHERE status IN ({IN_LIVE}) AND properties_json ->> '$.lastHeartbeat' < ?")
     facts = "run_id, name, status, last_heartbeat, checkpoint_step"
+    # All ten columns of the view (what SELECT * returns), hand-written.
+    p = "properties_json"
+    hand10 = (f"SELECT accession_id, name, status, {p} ->> '$.lastHeartbeat', ?1 - coalesce({p} ->> '$.lastHeartbeat', 0), "
+              f"{p} ->> '$.checkpointStep', {p} -> '$.checkpointState', coalesce({p} ->> '$.lease', 1), "
+              f"coalesce({p} ->> '$.resumes', 0), coalesce({p} ->> '$.dismissedHeartbeat' = {p} ->> '$.lastHeartbeat', 0) "
+              f"FROM protocol_runs WHERE status IN ({IN_LIVE}) AND {p} ->> '$.lastHeartbeat' < ?1 - 30000")
     for all_stale in (False, True):
         for n in SIZES:
             src = history_db(n, all_stale)
@@ -294,11 +300,16 @@ def orphans(table):
             plain = sqlite3.connect(src, isolation_level=None)
             inst = sqlite3.connect(path, isolation_level=None)
             load(inst)
+            # The cached copy may carry an older install: bring it to this build's.
+            inst.execute("SELECT run_recovery_install()").fetchone()
             expect = 100 if all_stale else 20
             qs = [
                 ("hand", lambda: plain.execute(hand, (now_ms() - 30000,)).fetchall()),
                 ("tvf", lambda: inst.execute(f"SELECT {facts} FROM orphaned_runs").fetchall()),
                 ("view", lambda: inst.execute(f"SELECT {facts} FROM run_recovery_orphans").fetchall()),
+                ("hand, ten columns", lambda: plain.execute(hand10, (now_ms(),)).fetchall()),
+                ("tvf *", lambda: inst.execute("SELECT * FROM orphaned_runs").fetchall()),
+                ("view *", lambda: inst.execute("SELECT * FROM run_recovery_orphans").fetchall()),
             ]
             for name, q in qs:
                 got = len(q())
@@ -315,6 +326,8 @@ def orphans(table):
             which = "every live run stale, small metadata" if all_stale else "20 of 100 live runs stale"
             table.target(f"orphaned_runs / hand-written, {n} runs, {which}", ratio(t, 1, 0), 1.3)
             table.target(f"run_recovery_orphans / hand-written, {n} runs, {which}", ratio(t, 2, 0), 1.3)
+            table.target(f"SELECT * FROM orphaned_runs / hand-written ten columns, {n} runs, {which}", ratio(t, 4, 3), 1.3)
+            table.target(f"SELECT * FROM run_recovery_orphans / hand-written ten columns, {n} runs, {which}", ratio(t, 5, 3), 1.3)
             if n == max(SIZES):
                 table.target(f"orphaned_runs at {n} runs, {which}", statistics.median(t[1]) * 1e3, 1.0, "ms")
             plain.close()
