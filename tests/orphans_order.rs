@@ -21,35 +21,31 @@ fn db_with_odd_heartbeats() -> Connection {
         ("r-bad", "not json"),
         ("a-first", r#"{"lastHeartbeat":1000}"#),
     ] {
-        add_run(&conn, id, "running", Some(meta));
-        // The install's triggers stamp a run that goes live; put back the
-        // metadata the test means, as a client without the layer would.
-        without_triggers(&conn, |c| {
-            c.execute(
-                "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
-                [id, meta],
-            )
-            .unwrap();
-        });
+        add_run_as_is(&conn, id, "running", meta);
     }
     conn
 }
 
+/// Adds a live run with exactly `meta`: the install's triggers stamp a run
+/// that goes live, so the metadata the test means is put back, as a client
+/// without the layer would write it.
+fn add_run_as_is(conn: &Connection, id: &str, status: &str, meta: &str) {
+    add_run(conn, id, status, Some(meta));
+    without_triggers(conn, |c| {
+        c.execute(
+            "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
+            [id, meta],
+        )
+        .unwrap();
+    });
+}
+
 const CALL: &str = "orphaned_runs(0, 5000000)";
 
-/// Every ORDER BY checked: each column both ways, and some pairs.
+/// Every ORDER BY checked: each column both ways (but the checkpoint state,
+/// JSON text), and some pairs.
 fn orderings() -> Vec<String> {
-    let cols = [
-        "run_id",
-        "name",
-        "status",
-        "last_heartbeat",
-        "age_ms",
-        "checkpoint_step",
-        "lease",
-        "resumes",
-        "dismissed",
-    ];
+    let cols = COLUMNS.iter().filter(|c| **c != "checkpoint_state");
     let mut out = Vec::new();
     for c in cols {
         out.push(c.to_string());
@@ -151,18 +147,7 @@ fn only_age_ms_desc_is_claimed_and_sqlite_sorts_the_rest() {
 }
 
 /// The ten visible columns, in declaration order.
-const COLUMNS: [&str; 10] = [
-    "run_id",
-    "name",
-    "status",
-    "last_heartbeat",
-    "age_ms",
-    "checkpoint_step",
-    "checkpoint_state",
-    "lease",
-    "resumes",
-    "dismissed",
-];
+const COLUMNS: [&str; 10] = run_recovery::sqlgen::ORPHAN_COLUMNS;
 
 fn project(rows: &[Vec<Value>], mask: usize) -> Vec<Vec<Value>> {
     rows.iter()
@@ -197,14 +182,7 @@ fn every_set_of_columns_reads_what_select_star_reads() {
     let dismissed = r#"{"lastHeartbeat":9,"dismissedHeartbeat":9,"checkpointStep":3,"checkpointState":{"w":[1,2]},"lease":4,"resumes":2}"#;
     let undismissed = r#"{"lastHeartbeat":11,"dismissedHeartbeat":9,"checkpointStep":2,"checkpointState":"s","lease":2,"resumes":1}"#;
     for (id, meta) in [("r-dismissed", dismissed), ("r-beat-since", undismissed)] {
-        add_run(&conn, id, "PAUSED", Some(meta));
-        without_triggers(&conn, |c| {
-            c.execute(
-                "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
-                [id, meta],
-            )
-            .unwrap();
-        });
+        add_run_as_is(&conn, id, "PAUSED", meta);
     }
     for (include, expect) in [(0, 8), (1, 9)] {
         let call = format!("orphaned_runs(0, 5000000, {include})");
