@@ -80,7 +80,7 @@ impl Col {
 const SCHEMA: &CStr = c"CREATE TABLE x(run_id, name, status, last_heartbeat, age_ms, \
 checkpoint_step, checkpoint_state, lease, resumes, dismissed, \
 threshold_ms HIDDEN, now_ms HIDDEN, include_dismissed HIDDEN)";
-/// How many columns a row of [`Rows`] holds: the visible ones.
+/// How many visible columns there are (the SELECT's; the hidden inputs follow).
 const VISIBLE: usize = Col::ThresholdMs as usize;
 const _: () = assert!(crate::sqlgen::ORPHAN_COLUMNS.len() == VISIBLE);
 /// Where the visible columns a plan reads start in its idxNum (above the inputs).
