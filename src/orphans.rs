@@ -333,14 +333,12 @@ impl OrphansCursor<'_> {
 
     /// A statement for `sql`: this cursor's, a pooled one, or a new one.
     fn take(&mut self, sql: Arc<str>) -> Result<NonNull<ffi::sqlite3_stmt>> {
-        if self.stmt.as_ref().is_some_and(|p| p.sql == sql) {
-            if let Some(p) = &self.stmt {
-                // SAFETY: the statement is ours and alive.
-                unsafe {
-                    ffi::sqlite3_reset(p.stmt.as_ptr());
-                }
-                return Ok(p.stmt);
+        if let Some(p) = self.stmt.as_ref().filter(|p| p.sql == sql) {
+            // SAFETY: the statement is ours and alive.
+            unsafe {
+                ffi::sqlite3_reset(p.stmt.as_ptr());
             }
+            return Ok(p.stmt);
         }
         self.release();
         let pooled = self.pool.try_borrow_mut().ok().and_then(|mut pool| {

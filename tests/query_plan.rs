@@ -74,7 +74,8 @@ fn the_view_and_the_function_search_the_status_index() {
     );
     assert!(!view.contains("SCAN protocol_runs"), "{view}");
     let cfg = run_recovery::config::Config::default();
-    let inner = run_recovery::sqlgen::FunctionSql::new(&cfg).orphans;
+    let inner = run_recovery::sqlgen::FunctionSql::new(&cfg)
+        .orphans_for(run_recovery::sqlgen::OrphanColumns::ALL);
     let p = plan(&conn, &inner);
     assert!(
         p.contains("USING INDEX ix_protocol_runs_status (status=?)"),

@@ -315,7 +315,7 @@ pub fn orphans() -> Res {
         // orphaned_runs' own SELECT, run directly, returns what the table does.
         let now = now_ms();
         let fsql = run_recovery::sqlgen::FunctionSql::new(&run_recovery::config::Config::default());
-        let current = fsql.orphans;
+        let current = fsql.orphans_for(run_recovery::sqlgen::OrphanColumns::ALL);
         let direct: Vec<Vec<rusqlite::types::Value>> = c
             .prepare(&current)?
             .query_map(params![now, 30_000, 0], |r| {
@@ -357,7 +357,7 @@ pub fn orphans() -> Res {
                 }),
             ));
         }
-        let sql = current.as_str();
+        let sql: &str = &current;
         variants.push((
             "diagnostic: orphaned_runs' SELECT, run directly".to_string(),
             Box::new(move || {

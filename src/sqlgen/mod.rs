@@ -277,33 +277,28 @@ WHEN {dismissed_at} IS NULL THEN 1 \
 ELSE {dismissed_at} <> coalesce({hb}, 0) END \
 ELSE 0 < {cutoff} END"
     );
-    let int = |key: &str| guarded(meta, int_at(meta, key));
+    let f = RunFields::new(cfg, &n);
     // Without include_dismissed every row listed is not dismissed.
     let dismissed = if include_dismissed.trim() == "0" {
         "0".to_string()
     } else {
         format!(
             "coalesce({} = coalesce({}, 0), 0)",
-            int(DISMISSED_HEARTBEAT),
-            int(LAST_HEARTBEAT)
+            f.dismissed_at, f.last_heartbeat
         )
     };
-    let name = cfg
-        .name_column
-        .as_deref()
-        .map(ident)
-        .unwrap_or_else(|| "NULL".into());
+    let age = format!("{now} - coalesce({}, 0)", f.last_heartbeat);
     let exprs = [
-        n.id.clone(),
-        name,
-        n.status.clone(),
-        int(LAST_HEARTBEAT),
-        format!("{now} - coalesce({}, 0)", int(LAST_HEARTBEAT)),
-        int(CHECKPOINT_STEP),
-        guarded(meta, format!("{meta} -> '$.{CHECKPOINT_STATE}'")),
-        format!("coalesce({}, 1)", int(LEASE)),
-        format!("coalesce({}, 0)", int(RESUMES)),
-        dismissed,
+        &f.id,
+        &f.name,
+        &f.status,
+        &f.last_heartbeat,
+        &age,
+        &f.checkpoint_step,
+        &f.checkpoint_state,
+        &f.lease,
+        &f.resumes,
+        &dismissed,
     ];
     let select: Vec<String> = exprs
         .iter()
@@ -323,8 +318,8 @@ ORDER BY coalesce({hb_guarded}, 0), {id}",
         select = select.join(",\n       "),
         table = n.table,
         live = live_index_test(cfg, &n.status),
-        hb_guarded = int(LAST_HEARTBEAT),
-        id = n.id,
+        hb_guarded = f.last_heartbeat,
+        id = f.id,
     )
 }
 
@@ -333,35 +328,66 @@ fn guarded(meta: &str, expr: String) -> String {
     format!("CASE WHEN json_valid({meta}) THEN {expr} END")
 }
 
-/// The select list both `orphan_select` and the `run_recovery_runs` view read
-/// a run with: `run_id, name, status, last_heartbeat, checkpoint_step,
-/// checkpoint_state, lease, resumes, dismissed_at`, as `orphaned_runs`
-/// reports them (lease 1 and resumes 0 when absent; the fields of metadata
-/// that is not valid JSON are NULL, never an error).
+/// A run's fields as `orphaned_runs` reports them, as SQL expressions over
+/// the table's row: lease 1 and resumes 0 when absent; the fields of
+/// metadata that is not valid JSON are NULL, never an error. The one
+/// definition behind `orphan_select` and the `run_recovery_runs` view.
+struct RunFields {
+    id: String,
+    name: String,
+    status: String,
+    last_heartbeat: String,
+    checkpoint_step: String,
+    checkpoint_state: String,
+    lease: String,
+    resumes: String,
+    dismissed_at: String,
+}
+
+impl RunFields {
+    fn new(cfg: &Config, n: &Names) -> RunFields {
+        let meta = n.meta.as_str();
+        let int = |key: &str| guarded(meta, int_at(meta, key));
+        RunFields {
+            id: n.id.clone(),
+            name: cfg
+                .name_column
+                .as_deref()
+                .map(ident)
+                .unwrap_or_else(|| "NULL".into()),
+            status: n.status.clone(),
+            last_heartbeat: int(LAST_HEARTBEAT),
+            checkpoint_step: int(CHECKPOINT_STEP),
+            checkpoint_state: guarded(meta, format!("{meta} -> '$.{CHECKPOINT_STATE}'")),
+            lease: format!("coalesce({}, 1)", int(LEASE)),
+            resumes: format!("coalesce({}, 0)", int(RESUMES)),
+            dismissed_at: int(DISMISSED_HEARTBEAT),
+        }
+    }
+}
+
+/// The select list the `run_recovery_runs` view reads a run with:
+/// `run_id, name, status, last_heartbeat, checkpoint_step, checkpoint_state,
+/// lease, resumes, dismissed_at` (see [`RunFields`]).
 fn run_fields(cfg: &Config, n: &Names) -> String {
-    let meta = n.meta.as_str();
-    let name = cfg
-        .name_column
-        .as_deref()
-        .map(ident)
-        .unwrap_or_else(|| "NULL".into());
-    let int = |key: &str| guarded(meta, int_at(meta, key));
+    let f = RunFields::new(cfg, n);
     format!(
-        "{} AS run_id, {name} AS name, {} AS status,
+        "{} AS run_id, {} AS name, {} AS status,
          {} AS last_heartbeat,
          {} AS checkpoint_step,
          {} AS checkpoint_state,
-         coalesce({}, 1) AS lease,
-         coalesce({}, 0) AS resumes,
+         {} AS lease,
+         {} AS resumes,
          {} AS dismissed_at",
-        n.id,
-        n.status,
-        int(LAST_HEARTBEAT),
-        int(CHECKPOINT_STEP),
-        guarded(meta, format!("{meta} -> '$.{CHECKPOINT_STATE}'")),
-        int(LEASE),
-        int(RESUMES),
-        int(DISMISSED_HEARTBEAT),
+        f.id,
+        f.name,
+        f.status,
+        f.last_heartbeat,
+        f.checkpoint_step,
+        f.checkpoint_state,
+        f.lease,
+        f.resumes,
+        f.dismissed_at,
     )
 }
 
@@ -618,10 +644,7 @@ pub struct FunctionSql {
     pub write_failed: String,
     /// Whether `write_failed` takes ?6 (the time for end_time / updated_at).
     pub write_failed_has_time: bool,
-    /// `orphaned_runs`' SELECT with every column; ?1 now, ?2 threshold,
-    /// ?3 include_dismissed.
-    pub orphans: String,
-    /// The same SELECT for the columns a query uses (see [`Self::orphans_for`]).
+    /// `orphaned_runs`' SELECT per set of columns used (see [`Self::orphans_for`]).
     orphans_by_columns: Mutex<HashMap<OrphanColumns, Arc<str>>>,
     cfg: Config,
 }
@@ -693,7 +716,6 @@ RETURNING {hb}",
             "UPDATE {table} SET {} WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2",
             sets.join(", ")
         );
-        let orphans = orphan_select(cfg, "?1", "?2", "?3", OrphanColumns::ALL);
         FunctionSql {
             heartbeat,
             heartbeat_forward,
@@ -703,14 +725,14 @@ RETURNING {hb}",
             write_meta,
             write_failed,
             write_failed_has_time,
-            orphans,
             orphans_by_columns: Mutex::default(),
             cfg: cfg.clone(),
         }
     }
 
     /// `orphaned_runs`' SELECT computing only `cols` (the others NULL), made
-    /// once per set of columns (at most 1,024) and kept.
+    /// once per set of columns (at most 1,024) and kept; ?1 now, ?2
+    /// threshold, ?3 include_dismissed.
     pub fn orphans_for(&self, cols: OrphanColumns) -> Arc<str> {
         let mut made = self
             .orphans_by_columns
