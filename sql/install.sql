@@ -10,6 +10,7 @@ DROP VIEW IF EXISTS run_recovery_orphans;
 DROP VIEW IF EXISTS run_recovery_actions;
 DROP VIEW IF EXISTS run_recovery_runs;
 DROP VIEW IF EXISTS run_recovery_guard_repair;
+DROP VIEW IF EXISTS run_recovery_guard_check;
 DROP VIEW IF EXISTS run_recovery_stamp;
 CREATE TABLE IF NOT EXISTS run_recovery_settings (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 CREATE VIEW run_recovery_stamp AS SELECT NULL AS run_id WHERE 0;
@@ -46,23 +47,29 @@ BEGIN
   UPDATE "protocol_runs" SET "properties_json" = json_set(coalesce("properties_json", '{}'), '$.recoveryLog', json(NEW.old_meta -> '$.recoveryLog'))
     WHERE "accession_id" = NEW.run_id AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND json_type(NEW.old_meta, '$.recoveryLog') IS NOT NULL AND (json_type("properties_json", '$.recoveryLog') IS NULL OR json_array_length("properties_json", '$.recoveryLog') < json_array_length(NEW.old_meta, '$.recoveryLog'));
 END;
+CREATE VIEW run_recovery_guard_check AS SELECT NULL AS run_id, NULL AS old_meta, NULL AS new_meta WHERE 0;
+CREATE TRIGGER run_recovery_guard_check_do INSTEAD OF INSERT ON run_recovery_guard_check
+WHEN (CASE WHEN json_valid(NEW.new_meta) AND json_valid(NEW.old_meta) THEN CAST(json_extract(NEW.new_meta, '$.lease') AS INTEGER) < CAST(json_extract(NEW.old_meta, '$.lease') AS INTEGER) ELSE 0 END)
+      OR (CASE WHEN CASE WHEN json_valid(NEW.old_meta) THEN json_type(NEW.old_meta) = 'object' ELSE 0 END AND (NEW.new_meta IS NULL OR CASE WHEN json_valid(NEW.new_meta) THEN json_type(NEW.new_meta) = 'object' ELSE 0 END) THEN
+      (json_type(NEW.old_meta, '$.lastHeartbeat') IS NOT NULL AND (json_type(NEW.new_meta, '$.lastHeartbeat') IS NULL))
+      OR (json_type(NEW.old_meta, '$.lease') IS NOT NULL AND (json_type(NEW.new_meta, '$.lease') IS NULL))
+      OR (json_type(NEW.old_meta, '$.resumes') IS NOT NULL AND (json_type(NEW.new_meta, '$.resumes') IS NULL OR CAST(json_extract(NEW.new_meta, '$.resumes') AS INTEGER) < CAST(json_extract(NEW.old_meta, '$.resumes') AS INTEGER)))
+      OR (json_type(NEW.old_meta, '$.checkpointState') IS NOT NULL AND (json_type(NEW.new_meta, '$.checkpointState') IS NULL OR CAST(json_extract(NEW.new_meta, '$.checkpointStep') AS INTEGER) < CAST(json_extract(NEW.old_meta, '$.checkpointStep') AS INTEGER)))
+      OR (json_type(NEW.old_meta, '$.checkpointStep') IS NOT NULL AND (json_type(NEW.new_meta, '$.checkpointStep') IS NULL OR CAST(json_extract(NEW.new_meta, '$.checkpointStep') AS INTEGER) < CAST(json_extract(NEW.old_meta, '$.checkpointStep') AS INTEGER)))
+      OR (json_type(NEW.old_meta, '$.dismissedHeartbeat') IS NOT NULL AND (json_type(NEW.new_meta, '$.dismissedHeartbeat') IS NULL))
+      OR (json_type(NEW.old_meta, '$.recoveryLog') IS NOT NULL AND (json_type(NEW.new_meta, '$.recoveryLog') IS NULL OR json_array_length(NEW.new_meta, '$.recoveryLog') < json_array_length(NEW.old_meta, '$.recoveryLog')))
+    ELSE 0 END)
+BEGIN
+  INSERT INTO run_recovery_guard_repair (run_id, old_meta, new_meta) VALUES (NEW.run_id, NEW.old_meta, NEW.new_meta);
+END;
 CREATE TRIGGER run_recovery_lease_guard AFTER UPDATE OF "properties_json" ON "protocol_runs"
 WHEN CASE
     WHEN (CAST(substr(CAST(NEW."properties_json" AS BLOB), -30) AS TEXT) GLOB '"lastHeartbeat":[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]}' AND substr(CAST(NEW."properties_json" AS BLOB), 1, length(CAST(NEW."properties_json" AS BLOB)) - 14) = substr(CAST(OLD."properties_json" AS BLOB), 1, length(CAST(OLD."properties_json" AS BLOB)) - 14)) THEN 0
     WHEN NEW."properties_json" IS NOT NULL AND json_valid(NEW."properties_json") AND json_valid(OLD."properties_json") AND json_extract(NEW."properties_json", '$.lease', '$.resumes', '$.checkpointStep', '$.checkpointState', '$.dismissedHeartbeat', '$.recoveryLog') IS json_extract(OLD."properties_json", '$.lease', '$.resumes', '$.checkpointStep', '$.checkpointState', '$.dismissedHeartbeat', '$.recoveryLog') AND (json_type(NEW."properties_json", '$.lastHeartbeat') IS NOT NULL OR json_type(OLD."properties_json", '$.lastHeartbeat') IS NULL) THEN 0
-    ELSE (CASE WHEN json_valid(NEW."properties_json") AND json_valid(OLD."properties_json") THEN CAST(json_extract(NEW."properties_json", '$.lease') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.lease') AS INTEGER) ELSE 0 END)
-      OR (CASE WHEN CASE WHEN json_valid(OLD."properties_json") THEN json_type(OLD."properties_json") = 'object' ELSE 0 END AND (NEW."properties_json" IS NULL OR CASE WHEN json_valid(NEW."properties_json") THEN json_type(NEW."properties_json") = 'object' ELSE 0 END) THEN
-      (json_type(OLD."properties_json", '$.lastHeartbeat') IS NOT NULL AND (json_type(NEW."properties_json", '$.lastHeartbeat') IS NULL))
-      OR (json_type(OLD."properties_json", '$.lease') IS NOT NULL AND (json_type(NEW."properties_json", '$.lease') IS NULL))
-      OR (json_type(OLD."properties_json", '$.resumes') IS NOT NULL AND (json_type(NEW."properties_json", '$.resumes') IS NULL OR CAST(json_extract(NEW."properties_json", '$.resumes') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.resumes') AS INTEGER)))
-      OR (json_type(OLD."properties_json", '$.checkpointState') IS NOT NULL AND (json_type(NEW."properties_json", '$.checkpointState') IS NULL OR CAST(json_extract(NEW."properties_json", '$.checkpointStep') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.checkpointStep') AS INTEGER)))
-      OR (json_type(OLD."properties_json", '$.checkpointStep') IS NOT NULL AND (json_type(NEW."properties_json", '$.checkpointStep') IS NULL OR CAST(json_extract(NEW."properties_json", '$.checkpointStep') AS INTEGER) < CAST(json_extract(OLD."properties_json", '$.checkpointStep') AS INTEGER)))
-      OR (json_type(OLD."properties_json", '$.dismissedHeartbeat') IS NOT NULL AND (json_type(NEW."properties_json", '$.dismissedHeartbeat') IS NULL))
-      OR (json_type(OLD."properties_json", '$.recoveryLog') IS NOT NULL AND (json_type(NEW."properties_json", '$.recoveryLog') IS NULL OR json_array_length(NEW."properties_json", '$.recoveryLog') < json_array_length(OLD."properties_json", '$.recoveryLog')))
-    ELSE 0 END)
+    ELSE 1
   END
 BEGIN
-  INSERT INTO run_recovery_guard_repair (run_id, old_meta, new_meta) VALUES (NEW."accession_id", OLD."properties_json", NEW."properties_json");
+  INSERT INTO run_recovery_guard_check (run_id, old_meta, new_meta) VALUES (NEW."accession_id", OLD."properties_json", NEW."properties_json");
 END;
 CREATE VIEW run_recovery_orphans AS
 SELECT "accession_id" AS run_id,
@@ -151,5 +158,5 @@ FROM (SELECT "accession_id" AS run_id, "name" AS name, "status" AS status,
       FROM "protocol_runs");
 UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(coalesce("properties_json", '{}'), '$.lease', 1), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention') AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND ("properties_json" IS NULL OR json_type("properties_json", '$.lastHeartbeat') IS NULL);
-INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('config', '{"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}'), ('schema_version', '4');
+INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('config', '{"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}'), ('schema_version', '5');
 RELEASE run_recovery_install;

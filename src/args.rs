@@ -9,13 +9,26 @@ use crate::errors::{bad_argument, Expected};
 /// A run id: text or an integer (bound back to SQL as it came, so the
 /// column's affinity applies). NULL, real and blob ids are refused.
 pub fn run_id(func: &str, v: ValueRef<'_>) -> Result<(Value, String)> {
+    let id = run_id_value(func, v)?;
+    let text = id_text(&id);
+    Ok((id, text))
+}
+
+/// [`run_id`] without its text, for the hot path (see [`id_text`]).
+pub fn run_id_value(func: &str, v: ValueRef<'_>) -> Result<Value> {
     match v {
-        ValueRef::Text(t) => {
-            let s = String::from_utf8_lossy(t).into_owned();
-            Ok((Value::Text(s.clone()), s))
-        }
-        ValueRef::Integer(i) => Ok((Value::Integer(i), i.to_string())),
+        ValueRef::Text(t) => Ok(Value::Text(String::from_utf8_lossy(t).into_owned())),
+        ValueRef::Integer(i) => Ok(Value::Integer(i)),
         other => Err(bad_argument(func, Expected::RunId, other)),
+    }
+}
+
+/// A run id (from [`run_id_value`]) as refusals show it.
+pub fn id_text(id: &Value) -> String {
+    match id {
+        Value::Text(t) => t.clone(),
+        Value::Integer(i) => i.to_string(),
+        _ => String::new(),
     }
 }
 

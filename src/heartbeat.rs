@@ -16,7 +16,8 @@ use rusqlite::{ffi, params, Connection, OptionalExtension, Result};
 
 use crate::errors::Refusal;
 use crate::metadata::{parse, State};
-use crate::state::{now_ms, Installed, Outcome, Shared};
+use crate::state::{now_ms, Installed, Outcome, Shared, Stmts};
+use crate::stmt::Bind;
 use crate::{args, WRITER};
 
 /// A stamp asked for: a heartbeat, or a checkpoint (`step`, `state` as JSON
@@ -31,18 +32,23 @@ pub(crate) struct Stamp<'a> {
 /// The fast statement: `Some(now)`, or `None` when it changed no row.
 /// `config` is the stored config text `inst` was built from.
 fn attempt(
-    conn: &Connection,
+    stmts: &mut Stmts<'_>,
     inst: &Installed,
     config: &str,
     s: &Stamp<'_>,
 ) -> Result<Option<i64>> {
+    let (id, now, lease, config) = (
+        Bind::from(s.id),
+        Bind::Int(s.now),
+        Bind::from(s.lease),
+        Bind::Text(config),
+    );
     let changed = match s.checkpoint {
-        None => conn
-            .prepare_cached(&inst.sql.heartbeat)?
-            .execute(params![s.id, s.now, s.lease, config])?,
-        Some((step, state)) => conn
-            .prepare_cached(&inst.sql.checkpoint)?
-            .execute(params![s.id, s.now, s.lease, config, step, state])?,
+        None => stmts.execute(&inst.sql.heartbeat, &[id, now, lease, config])?,
+        Some((step, state)) => stmts.execute(
+            &inst.sql.checkpoint,
+            &[id, now, lease, config, Bind::Int(step), Bind::from(state)],
+        )?,
     };
     Ok((changed > 0).then_some(s.now))
 }
@@ -120,7 +126,7 @@ fn check(conn: &Connection, inst: &Installed, s: &Stamp<'_>) -> Outcome<()> {
 pub(crate) fn stamp(shared: &Shared, ctx: &Context<'_>, s: &Stamp<'_>) -> Outcome<i64> {
     shared.run_fast(
         ctx,
-        |conn, inst, config| attempt(conn, inst, config, s),
+        |stmts, inst, config| attempt(stmts, inst, config, s),
         |conn, inst, config| slow_path(conn, inst, config, s),
     )
 }
@@ -139,7 +145,7 @@ pub(crate) unsafe fn stamp_on(
     unsafe {
         shared.run_fast_on(
             handle,
-            |conn, inst, config| attempt(conn, inst, config, s),
+            |stmts, inst, config| attempt(stmts, inst, config, s),
             |conn, inst, config| slow_path(conn, inst, config, s),
         )
     }
@@ -168,7 +174,7 @@ fn sql_stamp(ctx: &Context<'_>, shared: &Shared, is_checkpoint: bool) -> Result<
     } else {
         "run_heartbeat"
     };
-    let (id, id_text) = args::run_id(func, ctx.get_raw(0))?;
+    let id = args::run_id_value(func, ctx.get_raw(0))?;
     let (checkpoint, state, lease_at) = if is_checkpoint {
         let step = args::int(func, "step", ctx.get_raw(1), 0)?;
         let state = match ctx.len() {
@@ -189,5 +195,5 @@ fn sql_stamp(ctx: &Context<'_>, shared: &Shared, is_checkpoint: bool) -> Result<
         checkpoint: checkpoint.map(|step| (step, state.as_deref())),
         now: now_ms(),
     };
-    stamp(shared, ctx, &s).map_err(|f| f.into_sql(func, &id_text))
+    stamp(shared, ctx, &s).map_err(|f| f.into_sql(func, &args::id_text(&id)))
 }

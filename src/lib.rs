@@ -27,6 +27,7 @@ mod pulse;
 mod recover;
 pub mod sqlgen;
 mod state;
+mod stmt;
 pub use metadata::Action;
 pub use state::now_ms;
 

@@ -38,6 +38,7 @@ use crate::args;
 use crate::errors::{bad_argument, Expected};
 use crate::sqlgen::OrphanColumns;
 use crate::state::{now_ms, Installed, Outcome, Shared};
+use crate::stmt::{self, Prepared};
 
 const F: &str = "orphaned_runs";
 
@@ -134,68 +135,13 @@ type Pool = Rc<RefCell<Vec<Prepared>>>;
 /// At most this many idle statements are kept (one per set of columns read).
 const POOL_MAX: usize = 8;
 
-/// One prepared `orphaned_runs` SELECT, owned: finalized when dropped.
-struct Prepared {
-    sql: Arc<str>,
-    stmt: NonNull<ffi::sqlite3_stmt>,
-}
-
-impl Prepared {
-    /// # Safety
-    /// `db` is an open connection handle, and the statement is used and
-    /// dropped only on that connection's thread while it is open.
-    unsafe fn new(db: *mut ffi::sqlite3, sql: Arc<str>) -> Result<Prepared> {
-        let len = c_int::try_from(sql.len())
-            .map_err(|_| crate::errors::internal("orphaned_runs: its SELECT is too long"))?;
-        let mut stmt = std::ptr::null_mut();
-        // SAFETY: `sql` is valid for `len` bytes; `stmt` is written by SQLite;
-        // `db` is open (the caller's contract).
-        let rc = unsafe {
-            ffi::sqlite3_prepare_v3(
-                db,
-                sql.as_ptr().cast(),
-                len,
-                ffi::SQLITE_PREPARE_PERSISTENT as std::ffi::c_uint,
-                &mut stmt,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            // SAFETY: as above; a failed prepare leaves `stmt` NULL.
-            return Err(unsafe { sqlite_error(db, rc) });
-        }
-        let stmt = NonNull::new(stmt)
-            .ok_or_else(|| crate::errors::internal("orphaned_runs: its SELECT is empty"))?;
-        Ok(Prepared { sql, stmt })
-    }
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        // SAFETY: the statement is ours, not finalized before, and its
-        // connection is still open (see `Prepared::new`).
-        unsafe {
-            ffi::sqlite3_finalize(self.stmt.as_ptr());
-        }
-    }
-}
-
 /// The error SQLite reports for `rc` on `db`, named for `orphaned_runs`.
 ///
 /// # Safety
 /// `db` is an open connection handle.
 unsafe fn sqlite_error(db: *mut ffi::sqlite3, rc: c_int) -> rusqlite::Error {
-    // SAFETY: `db` is open; sqlite3_errmsg returns a NUL-terminated text
-    // owned by SQLite, valid until the next call on `db`, copied here.
-    let text = unsafe {
-        let msg = ffi::sqlite3_errmsg(db);
-        if msg.is_null() {
-            None
-        } else {
-            Some(CStr::from_ptr(msg).to_string_lossy().into_owned())
-        }
-    };
-    crate::errors::wrap(F, rusqlite::Error::SqliteFailure(ffi::Error::new(rc), text))
+    // SAFETY: the caller's contract.
+    crate::errors::wrap(F, unsafe { stmt::error(db, rc) })
 }
 
 // SAFETY: the vtab declares its schema in `connect` exactly as SQLite
@@ -321,7 +267,7 @@ impl OrphansCursor<'_> {
         if let Some(p) = self.stmt.take() {
             // SAFETY: the statement is ours and alive; reset ends its run.
             unsafe {
-                ffi::sqlite3_reset(p.stmt.as_ptr());
+                ffi::sqlite3_reset(p.as_ptr());
             }
             if let Ok(mut pool) = self.pool.try_borrow_mut() {
                 if pool.len() < POOL_MAX {
@@ -333,16 +279,16 @@ impl OrphansCursor<'_> {
 
     /// A statement for `sql`: this cursor's, a pooled one, or a new one.
     fn take(&mut self, sql: Arc<str>) -> Result<NonNull<ffi::sqlite3_stmt>> {
-        if let Some(p) = self.stmt.as_ref().filter(|p| p.sql == sql) {
+        if let Some(p) = self.stmt.as_ref().filter(|p| p.is(&sql)) {
             // SAFETY: the statement is ours and alive.
             unsafe {
-                ffi::sqlite3_reset(p.stmt.as_ptr());
+                ffi::sqlite3_reset(p.as_ptr());
             }
-            return Ok(p.stmt);
+            return Ok(p.handle());
         }
         self.release();
         let pooled = self.pool.try_borrow_mut().ok().and_then(|mut pool| {
-            let i = pool.iter().position(|p| p.sql == sql)?;
+            let i = pool.iter().position(|p| p.is(&sql))?;
             Some(pool.swap_remove(i))
         });
         let p = match pooled {
@@ -350,9 +296,9 @@ impl OrphansCursor<'_> {
             // SAFETY: `self.db` is the connection this table was connected
             // on; SQLite calls xFilter on its thread, and closes every cursor
             // and disconnects the table (dropping the pool) before closing it.
-            None => unsafe { Prepared::new(self.db, sql)? },
+            None => unsafe { Prepared::new(self.db, sql).map_err(|e| crate::errors::wrap(F, e))? },
         };
-        let stmt = p.stmt;
+        let stmt = p.handle();
         self.stmt = Some(p);
         Ok(stmt)
     }
@@ -365,7 +311,7 @@ impl OrphansCursor<'_> {
         };
         // SAFETY: the statement is ours, alive and bound; SQLite calls
         // xFilter/xNext on the connection's thread.
-        let rc = unsafe { ffi::sqlite3_step(p.stmt.as_ptr()) };
+        let rc = unsafe { ffi::sqlite3_step(p.as_ptr()) };
         match rc {
             ffi::SQLITE_ROW => {
                 self.on_row = true;
@@ -388,7 +334,7 @@ impl OrphansCursor<'_> {
         // points at, stay valid until the statement steps or resets, which
         // needs `&mut self`, so not while the returned borrow lives.
         unsafe {
-            let v = ffi::sqlite3_column_value(p.stmt.as_ptr(), i);
+            let v = ffi::sqlite3_column_value(p.as_ptr(), i);
             if v.is_null() {
                 return ValueRef::Null;
             }
@@ -427,7 +373,7 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
             // SAFETY: the statement is ours and alive; a new scan starts
             // from a reset statement (even one that ends below with no rows).
             unsafe {
-                ffi::sqlite3_reset(p.stmt.as_ptr());
+                ffi::sqlite3_reset(p.as_ptr());
             }
         }
         let mut next = 0;

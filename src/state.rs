@@ -1,6 +1,8 @@
 //! Per-connection state shared by every function registered on a connection:
 //! the installed config (re-read from `run_recovery_settings` on every call,
-//! re-parsed only when it changed) and a cache of prepared statements.
+//! re-parsed only when it changed) and a cache of prepared statements:
+//! rusqlite's, for most statements, and the stamp UPDATEs kept as
+//! [`Prepared`] statements (see [`Stmts`]), found without hashing their text.
 //!
 //! The prepared statements live on a non-owning [`Connection`] built from the
 //! caller's handle. SQLite's `sqlite3_close` refuses to close a connection
@@ -19,6 +21,7 @@ use rusqlite::{ffi, Connection, ErrorCode, OptionalExtension};
 use crate::config::Config;
 use crate::errors::{self, Failure, Refusal};
 use crate::sqlgen::FunctionSql;
+use crate::stmt::{Bind, Prepared};
 
 /// What a function needs to know about the installed layer.
 pub(crate) struct Installed {
@@ -44,6 +47,8 @@ struct Inner {
     /// Non-owning connection holding the statement cache; `Some` only while
     /// `vtabs > 0`.
     conn: Option<Connection>,
+    /// The stamp statements prepared on `conn` (see [`Stmts`]); emptied with it.
+    kept: Vec<Prepared>,
     /// The config text last read and what was built from it.
     installed: Cached,
     /// How many `orphaned_runs` instances are connected.
@@ -70,6 +75,7 @@ impl Shared {
         let mut g = self.lock();
         g.vtabs = g.vtabs.saturating_sub(1);
         if g.vtabs == 0 {
+            g.kept.clear();
             g.conn = None;
         }
     }
@@ -99,9 +105,9 @@ impl Shared {
     ) -> Outcome<R> {
         // SAFETY: the caller's contract.
         unsafe {
-            self.with_conn(handle, |conn, cache| {
-                let inst = load(conn, cache)?.1;
-                f(conn, &inst)
+            self.with_conn(handle, |stmts, cache| {
+                let inst = load(stmts.conn, cache)?.1;
+                f(stmts.conn, &inst)
             })
         }
     }
@@ -118,25 +124,25 @@ impl Shared {
     pub unsafe fn run_fast_on<R>(
         &self,
         handle: *mut ffi::sqlite3,
-        attempt: impl Fn(&Connection, &Installed, &str) -> rusqlite::Result<Option<R>>,
+        attempt: impl Fn(&mut Stmts<'_>, &Installed, &str) -> rusqlite::Result<Option<R>>,
         explain: impl FnOnce(&Connection, &Installed, &str) -> Outcome<R>,
     ) -> Outcome<R> {
         // Schema or JSON trouble (SQLITE_ERROR): re-read the config, then explain.
         let retry = |e: &rusqlite::Error| e.sqlite_error_code() == Some(ErrorCode::Unknown);
-        let body = |conn: &Connection, cache: &mut Cached| -> Outcome<R> {
+        let body = |stmts: &mut Stmts<'_>, cache: &mut Cached| -> Outcome<R> {
             if let Some((text, inst)) = cache.clone() {
-                match attempt(conn, &inst, &text) {
+                match attempt(stmts, &inst, &text) {
                     Ok(Some(r)) => return Ok(r),
                     Ok(None) => {}
                     Err(e) if retry(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            let (text, inst) = load(conn, cache)?;
-            match attempt(conn, &inst, &text) {
+            let (text, inst) = load(stmts.conn, cache)?;
+            match attempt(stmts, &inst, &text) {
                 Ok(Some(r)) => Ok(r),
-                Ok(None) => explain(conn, &inst, &text),
-                Err(e) if retry(&e) => explain(conn, &inst, &text),
+                Ok(None) => explain(stmts.conn, &inst, &text),
+                Err(e) if retry(&e) => explain(stmts.conn, &inst, &text),
                 Err(e) => Err(e.into()),
             }
         };
@@ -148,7 +154,7 @@ impl Shared {
     pub fn run_fast<R>(
         &self,
         ctx: &Context<'_>,
-        attempt: impl Fn(&Connection, &Installed, &str) -> rusqlite::Result<Option<R>>,
+        attempt: impl Fn(&mut Stmts<'_>, &Installed, &str) -> rusqlite::Result<Option<R>>,
         explain: impl FnOnce(&Connection, &Installed, &str) -> Outcome<R>,
     ) -> Outcome<R> {
         // SAFETY: as in [`Shared::run`].
@@ -163,7 +169,7 @@ impl Shared {
     unsafe fn with_conn<R>(
         &self,
         handle: *mut ffi::sqlite3,
-        f: impl FnOnce(&Connection, &mut Cached) -> Outcome<R>,
+        f: impl FnOnce(&mut Stmts<'_>, &mut Cached) -> Outcome<R>,
     ) -> Outcome<R> {
         let guard = match self.inner.try_lock() {
             Ok(g) => Some(g),
@@ -180,19 +186,34 @@ impl Shared {
                     g.conn = Some(unsafe { Connection::from_handle(handle) }?);
                 }
                 let Inner {
-                    conn, installed, ..
+                    conn,
+                    installed,
+                    kept,
+                    ..
                 } = &mut *g;
                 let conn = conn
                     .as_ref()
                     .ok_or_else(|| Failure::Sql(errors::internal("statement cache missing")))?;
-                f(conn, installed)
+                f(
+                    &mut Stmts {
+                        conn,
+                        kept: Some(kept),
+                    },
+                    installed,
+                )
             }
             other => {
                 drop(other);
                 // SAFETY: as above; this Connection lives only for this call.
                 let conn = unsafe { Connection::from_handle(handle) }?;
                 let mut fresh = None;
-                let out = f(&conn, &mut fresh);
+                let out = f(
+                    &mut Stmts {
+                        conn: &conn,
+                        kept: None,
+                    },
+                    &mut fresh,
+                );
                 conn.flush_prepared_statement_cache();
                 out
             }
@@ -200,7 +221,50 @@ impl Shared {
     }
 }
 
-type Cached = Option<(String, Arc<Installed>)>;
+/// The config text last read, and what was built from it.
+type Cached = Option<(Arc<str>, Arc<Installed>)>;
+
+/// At most this many stamp statements are kept (the heartbeat and the
+/// checkpoint of the config installed, and of one before it).
+const KEPT_MAX: usize = 4;
+
+/// The connection a stamp runs on, with the statements kept on it: `kept`
+/// is `None` when they cannot be kept (see the module's documentation), and
+/// statements are then prepared through rusqlite, as every other one is.
+pub(crate) struct Stmts<'a> {
+    conn: &'a Connection,
+    kept: Option<&'a mut Vec<Prepared>>,
+}
+
+impl Stmts<'_> {
+    /// Runs `sql`, which returns no rows, with `binds` as ?1, ?2, …: the
+    /// number of rows it changed.
+    pub fn execute(&mut self, sql: &Arc<str>, binds: &[Bind<'_>]) -> rusqlite::Result<usize> {
+        let Some(kept) = self.kept.as_deref_mut() else {
+            return self
+                .conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(binds));
+        };
+        // SAFETY: `conn` wraps this state's open connection on the calling
+        // thread (see `with_conn`); the kept statements are finalized in
+        // xDisconnect, before it closes.
+        let db = unsafe { self.conn.handle() };
+        let at = match kept.iter().position(|p| p.is(sql)) {
+            Some(at) => at,
+            None => {
+                if kept.len() >= KEPT_MAX {
+                    kept.remove(0);
+                }
+                // SAFETY: as above.
+                kept.push(unsafe { Prepared::new(db, sql.clone())? });
+                kept.len() - 1
+            }
+        };
+        // SAFETY: as above; the statement was prepared on `db`.
+        unsafe { kept[at].execute(db, binds) }
+    }
+}
 
 /// The connection a SQL function was called on.
 fn caller(ctx: &Context<'_>) -> Outcome<*mut ffi::sqlite3> {
@@ -236,11 +300,11 @@ pub(crate) fn stored_config(conn: &Connection) -> Outcome<Config> {
 }
 
 /// Reads the stored config, reusing what was built from it when unchanged.
-fn load(conn: &Connection, cache: &mut Cached) -> Outcome<(String, Arc<Installed>)> {
+fn load(conn: &Connection, cache: &mut Cached) -> Outcome<(Arc<str>, Arc<Installed>)> {
     let text = stored_config_text(conn)?;
     if let Some((seen, inst)) = cache {
-        if *seen == text {
-            return Ok((text, inst.clone()));
+        if **seen == *text {
+            return Ok((seen.clone(), inst.clone()));
         }
     }
     let cfg = Config::from_stored(&text).map_err(Refusal::StoredConfigUnreadable)?;
@@ -248,6 +312,7 @@ fn load(conn: &Connection, cache: &mut Cached) -> Outcome<(String, Arc<Installed
         sql: FunctionSql::new(&cfg),
         cfg,
     });
+    let text: Arc<str> = text.into();
     *cache = Some((text.clone(), inst.clone()));
     Ok((text, inst))
 }

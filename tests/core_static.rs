@@ -28,6 +28,8 @@ fn install_returns_the_config_and_is_idempotent() {
         [
             "run_recovery_act",
             "run_recovery_actions",
+            "run_recovery_guard_check",
+            "run_recovery_guard_check_do",
             "run_recovery_guard_repair",
             "run_recovery_guard_repair_do",
             "run_recovery_lease_guard",

@@ -28,11 +28,12 @@ pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTE
 pub const SETTINGS_TABLE: &str = "run_recovery_settings";
 pub const VIEW: &str = "run_recovery_orphans";
 /// Every view install makes (dropping a view drops its INSTEAD OF trigger).
-pub const VIEWS: [&str; 5] = [
+pub const VIEWS: [&str; 6] = [
     VIEW,
     actions::ACTIONS_VIEW,
     actions::RUNS_VIEW,
     GUARD_REPAIR,
+    GUARD_CHECK,
     STAMP,
 ];
 /// The trigger that fences stale writes and merges dropped recovery keys back.
@@ -41,6 +42,11 @@ pub const GUARD_TRIGGER: &str = "run_recovery_lease_guard";
 /// whose INSTEAD OF trigger (GUARD_REPAIR_TRIGGER) refuses or restores.
 pub const GUARD_REPAIR: &str = "run_recovery_guard_repair";
 pub const GUARD_REPAIR_TRIGGER: &str = "run_recovery_guard_repair_do";
+/// Where the guard sends a write its cheap tests could not pass: an internal
+/// view whose INSTEAD OF trigger (GUARD_CHECK_TRIGGER) tests whether the
+/// write must be refused or repaired, and if so sends it to GUARD_REPAIR.
+pub const GUARD_CHECK: &str = "run_recovery_guard_check";
+pub const GUARD_CHECK_TRIGGER: &str = "run_recovery_guard_check_do";
 /// Where the two stamp triggers send a run that went live: an internal view
 /// whose INSTEAD OF trigger (STAMP_TRIGGER) stamps it.
 pub const STAMP: &str = "run_recovery_stamp";
@@ -58,9 +64,10 @@ pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// `run_recovery_runs`; 3: the guard's refusal and restores move into the
 /// internal view `run_recovery_guard_repair`; 4: the stamp moves into the
 /// internal view `run_recovery_stamp`, and the orphans view is one flat
-/// SELECT. Every install drops and recreates every object, so a
-/// database of any earlier version upgrades in place.
-pub const SCHEMA_VERSION: i64 = 4;
+/// SELECT; 5: the guard's full test moves into the internal view
+/// `run_recovery_guard_check`. Every install drops and recreates every
+/// object, so a database of any earlier version upgrades in place.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).
 pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
@@ -464,7 +471,14 @@ END",
     // the view GUARD_REPAIR, and the guard's own body is one INSERT into it
     // (the old and new metadata passed as values). Measured: a heartbeat
     // written by hand costs about 0.6 µs less on SQLite 3.40 than with the
-    // body inline.
+    // body inline. The same holds for the WHEN itself (its registers are
+    // the program's): the guard's WHEN keeps only the two tests that pass
+    // most writes (a heartbeat; recovery values unchanged), and the full
+    // test (an older lease, a recovery key lost or moved back) is the WHEN
+    // of GUARD_CHECK's trigger, which passes the write on to GUARD_REPAIR.
+    // Measured (callgrind, SQLite 3.40): a hand-written heartbeat 65.4k ->
+    // 61.0k instructions, an app's read-modify-write 155.0k -> 149.8k, a
+    // checkpoint (which reaches the full test) 199.3k -> 202.3k.
     let (r_new, r_old) = ("NEW.new_meta", "NEW.old_meta");
     let stale_of = |new: &str, old: &str| {
         format!(
@@ -473,7 +487,7 @@ END",
             int_at(old, LEASE)
         )
     };
-    let stale = stale_of(&new, &old);
+    let stale = stale_of(r_new, r_old);
     let cur = meta.as_str();
     // Per recovery key, given the old metadata `o` and the written `n`:
     // (key, the current row has lost it or moved it back (the body's test),
@@ -511,9 +525,9 @@ END",
             ),
         ]
     };
-    let lost = restores(&old, &new)
+    let lost = restores(r_old, r_new)
         .iter()
-        .map(|(key, _, lost)| format!("({} AND ({lost}))", has(&old, key)))
+        .map(|(key, _, lost)| format!("({} AND ({lost}))", has(r_old, key)))
         .collect::<Vec<_>>()
         .join("\n      OR ");
     let body = restores(r_old, r_new)
@@ -547,28 +561,37 @@ AND ({} OR {})",
     out.push(format!(
         "CREATE TRIGGER {GUARD_REPAIR_TRIGGER} INSTEAD OF INSERT ON {GUARD_REPAIR}
 BEGIN
-  SELECT RAISE(ABORT, {}) WHERE {};
+  SELECT RAISE(ABORT, {}) WHERE {stale};
 {body}
 END",
         literal(STALE_LEASE_MESSAGE),
-        stale_of(r_new, r_old)
+    ));
+    out.push(format!(
+        "CREATE VIEW {GUARD_CHECK} AS SELECT NULL AS run_id, NULL AS old_meta, NULL AS new_meta WHERE 0"
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {GUARD_CHECK_TRIGGER} INSTEAD OF INSERT ON {GUARD_CHECK}
+WHEN ({stale})
+      OR (CASE WHEN {} AND {} THEN
+      {lost}
+    ELSE 0 END)
+BEGIN
+  INSERT INTO {GUARD_REPAIR} (run_id, old_meta, new_meta) VALUES (NEW.run_id, {r_old}, {r_new});
+END",
+        is_object(r_old),
+        writable(r_new),
     ));
     out.push(format!(
         "CREATE TRIGGER {GUARD_TRIGGER} AFTER UPDATE OF {meta} ON {table}
 WHEN CASE
     WHEN {} THEN 0
     WHEN {new} IS NOT NULL AND json_valid({new}) AND json_valid({old}) AND {unchanged} THEN 0
-    ELSE ({stale})
-      OR (CASE WHEN {} AND {} THEN
-      {lost}
-    ELSE 0 END)
+    ELSE 1
   END
 BEGIN
-  INSERT INTO {GUARD_REPAIR} (run_id, old_meta, new_meta) VALUES (NEW.{id}, {old}, {new});
+  INSERT INTO {GUARD_CHECK} (run_id, old_meta, new_meta) VALUES (NEW.{id}, {old}, {new});
 END",
         only_heartbeat_changed(&new, &old),
-        is_object(&old),
-        writable(&new),
     ));
 
     // 4. Orphan detection for every client.
@@ -635,9 +658,9 @@ pub fn install_sql_file(cfg: &Config) -> String {
 
 /// Statements run by the extension's functions on the calling connection.
 pub struct FunctionSql {
-    pub heartbeat: String,
+    pub heartbeat: Arc<str>,
     pub heartbeat_forward: String,
-    pub checkpoint: String,
+    pub checkpoint: Arc<str>,
     pub checkpoint_forward: String,
     pub read_row: String,
     pub write_meta: String,
@@ -717,9 +740,9 @@ RETURNING {hb}",
             sets.join(", ")
         );
         FunctionSql {
-            heartbeat,
+            heartbeat: heartbeat.into(),
             heartbeat_forward,
-            checkpoint,
+            checkpoint: checkpoint.into(),
             checkpoint_forward,
             read_row,
             write_meta,

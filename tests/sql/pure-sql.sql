@@ -11,7 +11,7 @@ insert into protocol_runs (accession_id, name, status, properties_json, top_leve
 
 -- The extension is not here.
 select run_heartbeat('before');  -- error: no such function: run_heartbeat
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 12
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 14
 
 -- Install stamped the live run that had no heartbeat, and kept the seeded one.
 select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.lease' from protocol_runs where accession_id = 'before';  -- 1|1

@@ -203,6 +203,7 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
     const triggers = db.selectValues("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name");
     assert.deepEqual(triggers, [
       'run_recovery_act',
+      'run_recovery_guard_check_do',
       'run_recovery_guard_repair_do',
       'run_recovery_lease_guard',
       'run_recovery_stamp_do',
