@@ -491,7 +491,7 @@ END",
     let cur = meta.as_str();
     // Per recovery key, given the old metadata `o` and the written `n`:
     // (key, the current row has lost it or moved it back (the body's test),
-    //  the write `n` lost it or moved it back (the WHEN's test)).
+    //  the write `n` lost it or moved it back (GUARD_CHECK's WHEN)).
     let restores = |o: &str, n: &str| -> Vec<(&'static str, String, String)> {
         vec![
             // Only when dropped: a plain write may set an older heartbeat on purpose
