@@ -106,9 +106,9 @@ impl Prepared {
             let out = match rc {
                 ffi::SQLITE_OK => match ffi::sqlite3_step(stmt) {
                     ffi::SQLITE_DONE => Ok(usize::try_from(ffi::sqlite3_changes(db)).unwrap_or(0)),
-                    ffi::SQLITE_ROW => {
-                        Err(crate::errors::internal("a stamp statement returned rows"))
-                    }
+                    ffi::SQLITE_ROW => Err(crate::errors::internal(
+                        "a statement run for its changes returned rows",
+                    )),
                     rc => Err(error(db, rc)),
                 },
                 rc => Err(error(db, rc)),

@@ -480,14 +480,12 @@ END",
     // 61.0k instructions, an app's read-modify-write 155.0k -> 149.8k, a
     // checkpoint (which reaches the full test) 199.3k -> 202.3k.
     let (r_new, r_old) = ("NEW.new_meta", "NEW.old_meta");
-    let stale_of = |new: &str, old: &str| {
-        format!(
-            "CASE WHEN json_valid({new}) AND json_valid({old}) THEN {} < {} ELSE 0 END",
-            int_at(new, LEASE),
-            int_at(old, LEASE)
-        )
-    };
-    let stale = stale_of(r_new, r_old);
+    // The written metadata carries an older lease than the row held.
+    let stale = format!(
+        "CASE WHEN json_valid({r_new}) AND json_valid({r_old}) THEN {} < {} ELSE 0 END",
+        int_at(r_new, LEASE),
+        int_at(r_old, LEASE)
+    );
     let cur = meta.as_str();
     // Per recovery key, given the old metadata `o` and the written `n`:
     // (key, the current row has lost it or moved it back (the body's test),
