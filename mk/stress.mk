@@ -28,10 +28,12 @@ stress-crash:
 	  $(STRESS_CARGO_TEST) --test reliability_crash -- --ignored --exact crash_loop_full --nocapture
 
 # 5,000 random sequences of heartbeats, checkpoints, status changes, app writes and recoveries;
-# 5,000 more through both the functions and run_recovery_actions (the differential test).
+# 5,000 more through both the functions and run_recovery_actions (the differential test);
+# 5,000 heartbeats set in place against the SQL heartbeat UPDATE on random metadata.
 stress-prop:
 	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test prop_recovery -- --nocapture
 	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test prop_actions -- --nocapture
+	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test heartbeat_in_place -- --nocapture
 
 # 20,000 calls with arbitrary SQL values and arbitrary row contents.
 stress-fuzz:

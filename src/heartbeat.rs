@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::functions::Context;
+use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::Value;
 use rusqlite::{ffi, params, Connection, OptionalExtension, Result};
 
@@ -43,6 +43,18 @@ fn attempt(
         Bind::from(s.lease),
         Bind::Text(config),
     );
+    if s.checkpoint.is_none() {
+        // The heartbeat set in place (see crate::beat); when the function
+        // declines, the SQL UPDATE below decides. No row changed: the SQL
+        // UPDATE would change none either (its WHERE holds this one's).
+        crate::beat::take_declined();
+        match stmts.execute(&inst.sql.beat, &[id, now, lease, config]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(s.now)),
+            Err(_) if crate::beat::take_declined() => {}
+            Err(e) => return Err(e),
+        }
+    }
     let changed = match s.checkpoint {
         None => stmts.execute(&inst.sql.heartbeat, &[id, now, lease, config])?,
         Some((step, state)) => stmts.execute(
@@ -158,6 +170,16 @@ pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
             sql_stamp(ctx, &shared, false)
         })?;
     }
+    // Internal to run_heartbeat's UPDATE (see crate::beat): a pure function
+    // of its arguments, which only that top-level statement needs to call.
+    db.create_scalar_function(
+        c"run_recovery_heartbeat_text",
+        3,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DIRECTONLY
+            | FunctionFlags::SQLITE_DETERMINISTIC,
+        crate::beat::sql_text,
+    )?;
     for n_arg in [2, 3, 4] {
         let shared = shared.clone();
         db.create_scalar_function(c"run_checkpoint", n_arg, WRITER, move |ctx| {

@@ -17,6 +17,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, Result};
 
 mod args;
+mod beat;
 pub mod config;
 pub mod errors;
 mod heartbeat;
@@ -40,7 +41,7 @@ pub(crate) const READER: FunctionFlags =
     FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
 
 /// Every SQL function and module run_recovery registers.
-pub const FUNCTIONS: [&str; 11] = [
+pub const FUNCTIONS: [&str; 12] = [
     "recover_run",
     "run_checkpoint",
     "run_heartbeat",
@@ -48,6 +49,7 @@ pub const FUNCTIONS: [&str; 11] = [
     "run_heartbeat_stop",
     "run_recovery_config",
     "run_recovery_debug",
+    "run_recovery_heartbeat_text",
     "run_recovery_install",
     "run_recovery_uninstall",
     "run_recovery_version",

@@ -224,9 +224,10 @@ impl Shared {
 /// The config text last read, and what was built from it.
 type Cached = Option<(Arc<str>, Arc<Installed>)>;
 
-/// At most this many stamp statements are kept (the heartbeat and the
-/// checkpoint of the config installed, and of one before it).
-const KEPT_MAX: usize = 4;
+/// At most this many stamp statements are kept (the heartbeat's two, see
+/// `heartbeat::attempt`, and the checkpoint's, of the config installed and
+/// of one before it).
+const KEPT_MAX: usize = 6;
 
 /// The connection a stamp runs on, with the statements kept on it: `kept`
 /// is `None` when they cannot be kept (see the module's documentation), and

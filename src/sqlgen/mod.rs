@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
 pub const SETTINGS_TABLE: &str = "run_recovery_settings";
+/// The extension's internal function that `run_heartbeat`'s UPDATE calls
+/// (see `crate::beat`).
+pub const BEAT_FUNCTION: &str = "run_recovery_heartbeat_text";
 pub const VIEW: &str = "run_recovery_orphans";
 /// Every view install makes (dropping a view drops its INSTEAD OF trigger).
 pub const VIEWS: [&str; 6] = [
@@ -656,6 +659,10 @@ pub fn install_sql_file(cfg: &Config) -> String {
 
 /// Statements run by the extension's functions on the calling connection.
 pub struct FunctionSql {
+    /// `run_heartbeat`'s first try (see `crate::beat`): ?1 id, ?2 now,
+    /// ?3 lease or NULL, ?4 the config text. The new metadata comes from
+    /// `run_recovery_heartbeat_text`, which raises when it cannot tell.
+    pub beat: Arc<str>,
     pub heartbeat: Arc<str>,
     pub heartbeat_forward: String,
     pub checkpoint: Arc<str>,
@@ -721,6 +728,13 @@ RETURNING {hb}",
             checkpointed(&meta, &forward, "?5", "?6")
         );
         let read_row = format!("SELECT {status}, {meta} FROM {table} WHERE {id} = ?1");
+        // The UPDATE's WHERE holds the preconditions that need no JSON; the
+        // function checks the rest on the text, in one pass.
+        let beat = format!(
+            "UPDATE {table} SET {meta} = {BEAT_FUNCTION}({meta}, ?2, ?3) WHERE {id} = ?1 \
+AND {} AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
+            live_test(cfg, &status)
+        );
         // Compare-and-set: acts only if status and metadata are still what was read.
         let write_meta = format!(
             "UPDATE {table} SET {meta} = ?3 WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2"
@@ -738,6 +752,7 @@ RETURNING {hb}",
             sets.join(", ")
         );
         FunctionSql {
+            beat: beat.into(),
             heartbeat: heartbeat.into(),
             heartbeat_forward,
             checkpoint: checkpoint.into(),

@@ -1,0 +1,504 @@
+//! The heartbeat worked out in Rust: the new metadata text of a plain
+//! heartbeat, without a JSON function call.
+//!
+//! SQLite before 3.45 parses a document again for every JSON function call:
+//! the heartbeat UPDATE made in SQL (see `sqlgen::FunctionSql`) parses the
+//! metadata four times on 3.40 (the object test, the lease, the heartbeat,
+//! and `json_set`, which also writes the whole text out again), where the
+//! app's hand-written `json_set` heartbeat parses it once. So
+//! `run_heartbeat`'s first statement is an UPDATE whose new metadata comes
+//! from [`sql_text`] (the internal SQL function `run_recovery_heartbeat_text`):
+//! one pass over the text, in place.
+//!
+//! [`plan`] answers only for the common case, where it is sure SQLite's JSON
+//! functions would read the text as it does: strict RFC 8259 JSON (a subset
+//! of what every SQLite version accepts) in valid UTF-8, an object whose
+//! last key is `lastHeartbeat` holding 13 digits (what every heartbeat
+//! writes: see `sqlgen::with_heartbeat_last`), no other top-level
+//! `lastHeartbeat` or `lease` key, no top-level key spelled with an escape
+//! (SQLite 3.40 compares keys as written, 3.45+ decoded), and a `lease` that
+//! is absent or a plain integer. Anything else: the function raises, having
+//! marked the refusal as its own ([`take_declined`]), nothing is written,
+//! and `run_heartbeat` runs the SQL UPDATE, which decides as it always did.
+//! The answer is the same text with the 13 digits replaced, so the triggers
+//! take their cheap string path, and the app's keys, order and spacing are
+//! kept byte for byte.
+
+use std::cell::Cell;
+
+use rusqlite::functions::Context;
+use rusqlite::types::ValueRef;
+
+use crate::errors::show;
+
+use crate::metadata::key::{LAST_HEARTBEAT, LEASE};
+
+/// Nesting deeper than this is left to SQLite (whose own limit is 1,000 or
+/// more), so nothing SQLite refuses for depth is accepted here.
+const MAX_DEPTH: usize = 64;
+
+thread_local! {
+    /// Set by [`sql_text`] when it declines; read by [`take_declined`].
+    static DECLINED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether `run_recovery_heartbeat_text` declined on this thread since the
+/// last call (so an error of the UPDATE that called it is that refusal, not
+/// SQLite's); clears the mark.
+pub(crate) fn take_declined() -> bool {
+    DECLINED.with(|d| d.replace(false))
+}
+
+/// `run_recovery_heartbeat_text(metadata, now, lease)`: [`plan`] as SQL,
+/// raising when it does not answer.
+pub(crate) fn sql_text(ctx: &Context<'_>) -> rusqlite::Result<String> {
+    let (meta, now, lease) = (ctx.get_raw(0), ctx.get_raw(1), ctx.get_raw(2));
+    let planned = match (meta, now, lease) {
+        (ValueRef::Text(m), ValueRef::Integer(now), ValueRef::Integer(l)) => plan(m, Some(l), now),
+        (ValueRef::Text(m), ValueRef::Integer(now), ValueRef::Null) => plan(m, None, now),
+        _ => None,
+    };
+    planned.ok_or_else(|| {
+        DECLINED.with(|d| d.set(true));
+        crate::errors::fail(
+            crate::sqlgen::BEAT_FUNCTION,
+            format!(
+                "cannot set the heartbeat in place in metadata {} at now {} with lease {}: \
+that takes a JSON object ending in \"lastHeartbeat\":<13 digits no later than now>}} \
+and a lease that matches (run_heartbeat then writes through SQL)",
+                show(meta),
+                show(now),
+                show(lease)
+            ),
+        )
+    })
+}
+
+/// The new metadata of a heartbeat at `now` on `meta`, fenced with `lease`
+/// when given: `Some(text)` when the heartbeat may be written and this is
+/// exactly its text; `None` when this module cannot tell (the SQL UPDATE
+/// then decides, refusing or writing as it always did).
+pub(crate) fn plan(meta: &[u8], lease: Option<i64>, now: i64) -> Option<String> {
+    if !(1_000_000_000_000..10_000_000_000_000).contains(&now) {
+        return None;
+    }
+    let text = std::str::from_utf8(meta).ok()?;
+    let top = TopLevel::scan(meta)?;
+    if top.heartbeat > now {
+        return None; // the SQL path keeps a heartbeat that is ahead
+    }
+    if let Some(given) = lease {
+        if top.lease.unwrap_or(1) != given {
+            return None; // the SQL path refuses, and says why
+        }
+    }
+    // The last 14 bytes are the 13 digits and the brace (ASCII: a char boundary).
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..text.len() - 14]);
+    out.push_str(&now.to_string());
+    out.push('}');
+    Some(out)
+}
+
+/// What [`plan`] needs of a metadata text's top-level object.
+struct TopLevel {
+    /// The 13-digit `lastHeartbeat`, the last key, ending the text.
+    heartbeat: i64,
+    /// The `lease`, when present.
+    lease: Option<i64>,
+}
+
+impl TopLevel {
+    /// `None` unless `text` is strict JSON, an object, with the shape
+    /// [`plan`] asks for.
+    fn scan(text: &[u8]) -> Option<TopLevel> {
+        let mut p = Parser { s: text, i: 0 };
+        p.ws();
+        p.eat(b'{')?;
+        let mut seen_heartbeat = false;
+        let mut lease = None;
+        p.ws();
+        if p.peek() == Some(b'}') {
+            return None; // an empty object has no heartbeat
+        }
+        let last = loop {
+            p.ws();
+            let key = p.string()?;
+            if key.contains(&b'\\') {
+                return None;
+            }
+            p.ws();
+            p.eat(b':')?;
+            p.ws();
+            let start = p.i;
+            p.value(1)?;
+            let end = p.i;
+            if key == LAST_HEARTBEAT.as_bytes() {
+                if seen_heartbeat {
+                    return None;
+                }
+                seen_heartbeat = true;
+            } else if key == LEASE.as_bytes() {
+                if lease.is_some() {
+                    return None;
+                }
+                lease = Some(plain_int(&text[start..end])?);
+            }
+            p.ws();
+            match p.next()? {
+                b',' => continue,
+                b'}' => break (key, start, end),
+                _ => return None,
+            }
+        };
+        if p.i != text.len() {
+            return None; // trailing bytes, whitespace included
+        }
+        let (key, start, end) = last;
+        // Exactly `"lastHeartbeat":<13 digits>}` at the end, as written by
+        // every heartbeat and tested by the triggers' string path.
+        let heartbeat = (key == LAST_HEARTBEAT.as_bytes()
+            && end == text.len() - 1
+            && end - start == 13
+            && end.checked_sub(29).and_then(|at| text.get(at..start))
+                == Some(&b"\"lastHeartbeat\":"[..])
+            && text[start..end].iter().all(u8::is_ascii_digit))
+        .then(|| plain_int(&text[start..end]))
+        .flatten();
+        heartbeat.map(|heartbeat| TopLevel { heartbeat, lease })
+    }
+}
+
+/// A JSON integer (`-?(0|[1-9][0-9]*)`, no fraction or exponent) that fits
+/// an i64: what `CAST(json_extract(…) AS INTEGER)` reads as itself.
+fn plain_int(v: &[u8]) -> Option<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A strict RFC 8259 recogniser over bytes.
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    /// A string; returns its bytes between the quotes, as written.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            self.skip_plain();
+            match self.next()? {
+                b'"' => return Some(&self.s[start..self.i - 1]),
+                b'\\' => match self.next()? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => {
+                        for _ in 0..4 {
+                            if !self.next()?.is_ascii_hexdigit() {
+                                return None;
+                            }
+                        }
+                    }
+                    _ => return None,
+                },
+                c if c < 0x20 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Skips string bytes that need no look, eight at a time: stops at the
+    /// first 8 bytes holding a quote, a backslash or a control character
+    /// (the word tests below have no false negatives; a false positive only
+    /// means those bytes are looked at one by one).
+    fn skip_plain(&mut self) {
+        const ONES: u64 = u64::from_le_bytes([1; 8]);
+        const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+        let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        while let Some(word) = self
+            .s
+            .get(self.i..self.i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        {
+            let v = u64::from_le_bytes(word);
+            let special = has_zero(v ^ (ONES * u64::from(b'"')))
+                | has_zero(v ^ (ONES * u64::from(b'\\')))
+                | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
+            if special != 0 {
+                return;
+            }
+            self.i += 8;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        b'}' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string().map(|_| ()),
+            b't' => self.word(b"true"),
+            b'f' => self.word(b"false"),
+            b'n' => self.word(b"null"),
+            _ => self.number(),
+        }
+    }
+
+    fn word(&mut self, w: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(w.len())?;
+        (self.s.get(self.i..end)? == w).then(|| self.i = end)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn beat(meta: &str, lease: Option<i64>) -> Option<String> {
+        plan(meta.as_bytes(), lease, NOW)
+    }
+
+    #[test]
+    fn the_common_case_replaces_only_the_digits() {
+        let m = r#"{"deck": {"a": [1, 2.5e-3, true, null]}, "op": "Zoë", "lease":2,"lastHeartbeat":1700000000000}"#;
+        let want = m.replace("1700000000000", "1800000000000");
+        assert_eq!(beat(m, None).as_deref(), Some(want.as_str()));
+        assert_eq!(beat(m, Some(2)).as_deref(), Some(want.as_str()));
+        // no lease key reads as lease 1, as coalesce(…, 1) does
+        let m = r#"{"a":1,"lastHeartbeat":1700000000000}"#;
+        assert!(beat(m, Some(1)).is_some());
+    }
+
+    #[test]
+    fn anything_unsure_is_left_to_sql() {
+        for (m, lease, why) in [
+            (
+                r#"{"lease":2,"lastHeartbeat":1700000000000}"#,
+                Some(3),
+                "a stale lease",
+            ),
+            (
+                r#"{"lastHeartbeat":1900000000000}"#,
+                None,
+                "a heartbeat ahead",
+            ),
+            (
+                r#"{"lastHeartbeat":1700000000000,"a":1}"#,
+                None,
+                "heartbeat not last",
+            ),
+            (
+                r#"{"lastHeartbeat":1,"lastHeartbeat":1700000000000}"#,
+                None,
+                "two heartbeats",
+            ),
+            (
+                r#"{"lease":1,"lease":2,"lastHeartbeat":1700000000000}"#,
+                None,
+                "two leases",
+            ),
+            (
+                r#"{"lease":"2","lastHeartbeat":1700000000000}"#,
+                Some(2),
+                "a text lease",
+            ),
+            (
+                r#"{"lease":2.0,"lastHeartbeat":1700000000000}"#,
+                Some(2),
+                "a real lease",
+            ),
+            (
+                r#"{"lease":99999999999999999999,"lastHeartbeat":1700000000000}"#,
+                None,
+                "a huge lease",
+            ),
+            (
+                r#"{"l\u0065ase":3,"lastHeartbeat":1700000000000}"#,
+                Some(1),
+                "an escaped key",
+            ),
+            (
+                r#"{"lastHeartbeat":1700000000000} "#,
+                None,
+                "trailing space",
+            ),
+            (
+                r#"{"lastHeartbeat": 1700000000000}"#,
+                None,
+                "not what the heartbeat writes, but valid",
+            ),
+            (
+                r#"{"a":01,"lastHeartbeat":1700000000000}"#,
+                None,
+                "a leading zero",
+            ),
+            (r#"{"a":'x',"lastHeartbeat":1700000000000}"#, None, "JSON5"),
+            (
+                r#"{"a":[1,],"lastHeartbeat":1700000000000}"#,
+                None,
+                "a trailing comma",
+            ),
+            (
+                r#"{"a":"x
+","lastHeartbeat":1700000000000}"#,
+                None,
+                "a raw newline in a string",
+            ),
+            (
+                r#"{"a":"\x","lastHeartbeat":1700000000000}"#,
+                None,
+                "a bad escape",
+            ),
+            (
+                r#"{"a":"x\",\"lastHeartbeat\":1700000000000}"#,
+                None,
+                "inside a string",
+            ),
+            (r#"["lastHeartbeat",1700000000000]"#, None, "not an object"),
+            (
+                r#"{"lastHeartbeat":-170000000000}"#,
+                None,
+                "a negative heartbeat",
+            ),
+            (
+                r#"{"lastHeartbeat":"1700000000000"}"#,
+                None,
+                "a text heartbeat",
+            ),
+            ("", None, "empty"),
+            ("{}", None, "no heartbeat"),
+        ] {
+            assert_eq!(beat(m, lease), None, "{why}: {m}");
+        }
+        let deep = format!(
+            "{{\"a\":{}1{},\"lastHeartbeat\":1700000000000}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert_eq!(beat(&deep, None), None, "nesting deeper than MAX_DEPTH");
+        let ok = format!(
+            "{{\"a\":{}1{},\"lastHeartbeat\":1700000000000}}",
+            "[".repeat(60),
+            "]".repeat(60)
+        );
+        assert!(beat(&ok, None).is_some(), "nesting within MAX_DEPTH");
+        assert_eq!(
+            plan(
+                b"{\"a\":\"\xff\",\"lastHeartbeat\":1700000000000}",
+                None,
+                NOW
+            ),
+            None,
+            "not UTF-8"
+        );
+        assert_eq!(
+            plan(br#"{"lastHeartbeat":1700000000000}"#, None, 99),
+            None,
+            "a clock before 2001"
+        );
+    }
+}
