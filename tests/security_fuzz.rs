@@ -154,9 +154,10 @@ fn status() -> impl Strategy<Value = Arg> {
 }
 
 /// (function, SQL template arity): every function, every arity.
-const CALLS: [(&str, usize); 15] = [
+const CALLS: [(&str, usize); 16] = [
     ("run_heartbeat", 1),
     ("run_heartbeat", 2),
+    ("run_recovery_heartbeat_text", 3),
     ("run_checkpoint", 2),
     ("run_checkpoint", 3),
     ("run_checkpoint", 4),
