@@ -287,3 +287,27 @@ fn the_generated_cases_take_both_paths() {
     assert!(sql_n > 30, "through SQL {sql_n}");
     assert!(refused_n > 5, "refused {refused_n}");
 }
+
+/// The first try declining (an error inside the nested UPDATE) rolls back
+/// only that statement: the app's own transaction and its writes go on.
+#[test]
+fn a_declined_first_try_leaves_the_apps_transaction_alone() {
+    let conn = installed();
+    run_with(&conn, "r", r#"{"lastHeartbeat": 1700000000000, "op": 1}"#);
+    conn.execute_batch("BEGIN").unwrap();
+    add_run(&conn, "mine", "queued", Some("{}"));
+    let now = heartbeat(&conn, "r", None).unwrap();
+    conn.execute_batch("COMMIT").unwrap();
+    assert_eq!(status(&conn, "mine"), "queued");
+    assert_eq!(
+        raw(&conn, "r"),
+        format!(r#"{{"op":1,"lastHeartbeat":{now}}}"#)
+    );
+    // And a refusal inside the transaction fails only that call.
+    conn.execute_batch("BEGIN").unwrap();
+    add_run(&conn, "mine2", "queued", Some("{}"));
+    assert!(heartbeat(&conn, "r", Some(7)).is_err());
+    conn.execute_batch("COMMIT").unwrap();
+    assert_eq!(status(&conn, "mine2"), "queued");
+    integrity_ok(&conn);
+}
