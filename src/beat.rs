@@ -1,11 +1,11 @@
 //! The heartbeat worked out in Rust: the new metadata text of a plain
 //! heartbeat, without a JSON function call.
 //!
-//! SQLite before 3.45 parses a document again for every JSON function call:
-//! the heartbeat UPDATE made in SQL (see `sqlgen::FunctionSql`) parses the
-//! metadata four times on 3.40 (the object test, the lease, the heartbeat,
-//! and `json_set`, which also writes the whole text out again), where the
-//! app's hand-written `json_set` heartbeat parses it once. So
+//! The heartbeat UPDATE made in SQL (see `sqlgen::FunctionSql`) reads the
+//! metadata three times (the object test, the lease, the heartbeat) and then
+//! `json_set` parses it again and writes the whole text out; on SQLite 3.40
+//! the reads share a parse cache, but each call finds it by comparing the
+//! whole text. The app's hand-written heartbeat is the `json_set` alone. So
 //! `run_heartbeat`'s first statement is an UPDATE whose new metadata comes
 //! from [`sql_text`] (the internal SQL function `run_recovery_heartbeat_text`):
 //! one pass over the text, in place.
