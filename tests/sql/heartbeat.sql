@@ -112,3 +112,19 @@ select run_heartbeat('r1') > 0, run_checkpoint('r1', 10) > 0;  -- 1|1
 rollback to s;
 release s;
 select p.properties_json = b.properties_json from protocol_runs p, temp.before_tx b where accession_id = 'r1';  -- 1
+
+-- The heartbeat set in place (run_recovery_heartbeat_text, internal to
+-- run_heartbeat): metadata ending in "lastHeartbeat":<13 digits>} keeps the
+-- app's spacing; only the digits change.
+insert into protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id) values
+  ('sp', 'spaced', 'running', '{"op": "ana", "plates": [1, 2]}', 'p');
+select run_heartbeat('sp') > 0;  -- 1
+select properties_json like '{"op":"ana","plates":[1,2],%' from protocol_runs where accession_id = 'sp';  -- 1
+update protocol_runs set properties_json = replace(properties_json, '"op":"ana","plates":[1,2]', '"op": "ana", "plates": [1, 2]') where accession_id = 'sp';
+select run_heartbeat('sp') = properties_json ->> '$.lastHeartbeat' from protocol_runs where accession_id = 'sp';  -- 1
+select properties_json like '{"op": "ana", "plates": [1, 2],"lease":1,"lastHeartbeat":%' from protocol_runs where accession_id = 'sp';  -- 1
+select run_recovery_heartbeat_text('{"a": 1,"lastHeartbeat":1700000000000}', 1800000000000, NULL);  -- {"a": 1,"lastHeartbeat":1800000000000}
+select run_recovery_heartbeat_text('{"lease":2,"lastHeartbeat":1700000000000}', 1800000000000, 2);  -- {"lease":2,"lastHeartbeat":1800000000000}
+select run_recovery_heartbeat_text('{"lease":2,"lastHeartbeat":1700000000000}', 1800000000000, 1);  -- error: run_recovery_heartbeat_text: cannot set the heartbeat in place in metadata '{"lease":2,"lastHeartbeat":1700000000000}' at now 1800000000000 with lease 1: that takes a JSON object ending in "lastHeartbeat":<13 digits no later than now>} and a lease that matches (run_heartbeat then writes through SQL)
+select run_recovery_heartbeat_text('{"lastHeartbeat":1,"lastHeartbeat":1700000000000}', 1800000000000, NULL);  -- error: run_recovery_heartbeat_text: cannot set the heartbeat in place in metadata '{"lastHeartbeat":1,"lastHeartbeat":1700000000000}' at now 1800000000000 with lease NULL: that takes a JSON object ending in "lastHeartbeat":<13 digits no later than now>} and a lease that matches (run_heartbeat then writes through SQL)
+select run_recovery_heartbeat_text(NULL, 1800000000000, NULL);  -- error: run_recovery_heartbeat_text: cannot set the heartbeat in place in metadata NULL at now 1800000000000 with lease NULL: that takes a JSON object ending in "lastHeartbeat":<13 digits no later than now>} and a lease that matches (run_heartbeat then writes through SQL)
