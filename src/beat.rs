@@ -114,15 +114,14 @@ impl TopLevel {
     fn scan(text: &[u8]) -> Option<TopLevel> {
         let mut p = Parser { s: text, i: 0 };
         p.ws();
-        p.eat(b'{')?;
+        if p.peek() != Some(b'{') {
+            return None;
+        }
         let mut seen_heartbeat = false;
         let mut lease = None;
-        p.ws();
-        if p.peek() == Some(b'}') {
-            return None; // an empty object has no heartbeat
-        }
-        let last = loop {
-            p.ws();
+        // The last member's key and where its value starts and ends.
+        let mut last: Option<(&[u8], usize, usize)> = None;
+        p.members(b'}', |p| {
             let key = p.string()?;
             if key.contains(&b'\\') {
                 return None;
@@ -144,19 +143,16 @@ impl TopLevel {
                 }
                 lease = Some(plain_int(&text[start..end])?);
             }
-            p.ws();
-            match p.next()? {
-                b',' => continue,
-                b'}' => break (key, start, end),
-                _ => return None,
-            }
-        };
+            last = Some((key, start, end));
+            Some(())
+        })?;
         if p.i != text.len() {
             return None; // trailing bytes, whitespace included
         }
-        let (key, start, end) = last;
-        // Exactly `"lastHeartbeat":<13 digits>}` at the end, as written by
-        // every heartbeat and tested by the triggers' string path.
+        // An empty object has no heartbeat. Otherwise: exactly
+        // `"lastHeartbeat":<13 digits>}` at the end, as written by every
+        // heartbeat and tested by the triggers' string path.
+        let (key, start, end) = last?;
         let heartbeat = (key == LAST_HEARTBEAT.as_bytes()
             && end == text.len() - 1
             && end - start == 13
@@ -260,51 +256,44 @@ impl<'a> Parser<'a> {
             return None;
         }
         match self.peek()? {
-            b'{' => {
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b'}' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b']' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' => self.members(b'}', |p| {
+                p.string()?;
+                p.ws();
+                p.eat(b':')?;
+                p.ws();
+                p.value(depth + 1)
+            }),
+            b'[' => self.members(b']', |p| p.value(depth + 1)),
             b'"' => self.string().map(|_| ()),
             b't' => self.word(b"true"),
             b'f' => self.word(b"false"),
             b'n' => self.word(b"null"),
             _ => self.number(),
+        }
+    }
+
+    /// An object's or array's members, from its opening byte to `close`
+    /// (each read by `member`, whitespace around it skipped).
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(close) {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            member(self)?;
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                c if c == close => return Some(()),
+                _ => return None,
+            }
         }
     }
 
