@@ -1,9 +1,12 @@
 //! `run_heartbeat(id [, lease])` and `run_checkpoint(id, step [, state [, lease]])`.
 //!
-//! The fast path is one UPDATE whose WHERE clause holds every precondition
-//! (the install is unchanged, the run exists and is live, its metadata is an
-//! object or NULL, the lease matches, the checkpoint does not go backwards,
-//! the stored heartbeat is not ahead of the clock). Only when it changes no
+//! A heartbeat first tries to set the heartbeat in place: an UPDATE whose
+//! new metadata comes from `run_recovery_heartbeat_text` (see
+//! [`crate::beat`]), which declines when it is not sure. Then, as for every
+//! checkpoint, the fast path is one UPDATE whose WHERE clause holds every
+//! precondition (the install is unchanged, the run exists and is live, its
+//! metadata is an object or NULL, the lease matches, the checkpoint does not
+//! go backwards, the stored heartbeat is not ahead of the clock). Only when it changes no
 //! row does [`check`] read the row to say which precondition failed; a
 //! heartbeat ahead of the clock (another host's) is then kept by the
 //! `_forward` statements, so a heartbeat never moves backwards.
