@@ -29,11 +29,13 @@ stress-crash:
 
 # 5,000 random sequences of heartbeats, checkpoints, status changes, app writes and recoveries;
 # 5,000 more through both the functions and run_recovery_actions (the differential test);
-# 5,000 heartbeats set in place against the SQL heartbeat UPDATE on random metadata.
+# 5,000 heartbeats set in place against the SQL heartbeat UPDATE on random metadata;
+# 5,000 orphaned_runs queries computed in Rust against the view's SELECT.
 stress-prop:
 	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test prop_recovery -- --nocapture
 	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test prop_actions -- --nocapture
 	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test heartbeat_in_place -- --nocapture
+	PROPTEST_CASES=5000 $(STRESS_CARGO_TEST) --test orphans_computed -- --nocapture
 
 # 20,000 calls with arbitrary SQL values and arbitrary row contents.
 stress-fuzz:

@@ -30,12 +30,9 @@ use rusqlite::functions::Context;
 use rusqlite::types::ValueRef;
 
 use crate::errors::show;
+use crate::jsontext::{self, plain_int};
 
 use crate::metadata::key::{LAST_HEARTBEAT, LEASE};
-
-/// Nesting deeper than this is left to SQLite (whose own limit is 1,000 or
-/// more), so nothing SQLite refuses for depth is accepted here.
-const MAX_DEPTH: usize = 64;
 
 thread_local! {
     /// Set by [`sql_text`] when it declines; read by [`take_declined`].
@@ -112,43 +109,25 @@ impl TopLevel {
     /// `None` unless `text` is strict JSON, an object, with the shape
     /// [`plan`] asks for.
     fn scan(text: &[u8]) -> Option<TopLevel> {
-        let mut p = Parser { s: text, i: 0 };
-        p.ws();
-        if p.peek() != Some(b'{') {
-            return None;
-        }
         let mut seen_heartbeat = false;
         let mut lease = None;
         // The last member's key and where its value starts and ends.
         let mut last: Option<(&[u8], usize, usize)> = None;
-        p.members(b'}', |p| {
-            let key = p.string()?;
-            if key.contains(&b'\\') {
-                return None;
-            }
-            p.ws();
-            p.eat(b':')?;
-            p.ws();
-            let start = p.i;
-            p.value(1)?;
-            let end = p.i;
-            if key == LAST_HEARTBEAT.as_bytes() {
+        jsontext::object_members(text, |m| {
+            if m.key == LAST_HEARTBEAT.as_bytes() {
                 if seen_heartbeat {
                     return None;
                 }
                 seen_heartbeat = true;
-            } else if key == LEASE.as_bytes() {
+            } else if m.key == LEASE.as_bytes() {
                 if lease.is_some() {
                     return None;
                 }
-                lease = Some(plain_int(&text[start..end])?);
+                lease = Some(plain_int(m.value)?);
             }
-            last = Some((key, start, end));
+            last = Some((m.key, m.start, m.start + m.value.len()));
             Some(())
         })?;
-        if p.i != text.len() {
-            return None; // trailing bytes, whitespace included
-        }
         // An empty object has no heartbeat. Otherwise: exactly
         // `"lastHeartbeat":<13 digits>}` at the end, as written by every
         // heartbeat and tested by the triggers' string path.
@@ -162,182 +141,6 @@ impl TopLevel {
         .then(|| plain_int(&text[start..end]))
         .flatten();
         heartbeat.map(|heartbeat| TopLevel { heartbeat, lease })
-    }
-}
-
-/// A JSON integer (`-?(0|[1-9][0-9]*)`, no fraction or exponent) that fits
-/// an i64: what `CAST(json_extract(…) AS INTEGER)` reads as itself.
-fn plain_int(v: &[u8]) -> Option<i64> {
-    let digits = v.strip_prefix(b"-").unwrap_or(v);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// A strict RFC 8259 recogniser over bytes.
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        self.i += 1;
-        Some(c)
-    }
-
-    fn eat(&mut self, c: u8) -> Option<()> {
-        (self.next()? == c).then_some(())
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    /// A string; returns its bytes between the quotes, as written.
-    fn string(&mut self) -> Option<&'a [u8]> {
-        self.eat(b'"')?;
-        let start = self.i;
-        loop {
-            self.skip_plain();
-            match self.next()? {
-                b'"' => return Some(&self.s[start..self.i - 1]),
-                b'\\' => match self.next()? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'u' => {
-                        for _ in 0..4 {
-                            if !self.next()?.is_ascii_hexdigit() {
-                                return None;
-                            }
-                        }
-                    }
-                    _ => return None,
-                },
-                c if c < 0x20 => return None,
-                _ => {}
-            }
-        }
-    }
-
-    /// Skips string bytes that need no look, eight at a time: stops at the
-    /// first 8 bytes holding a quote, a backslash or a control character
-    /// (the word tests below have no false negatives; a false positive only
-    /// means those bytes are looked at one by one).
-    fn skip_plain(&mut self) {
-        const ONES: u64 = u64::from_le_bytes([1; 8]);
-        const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-        let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        while let Some(word) = self
-            .s
-            .get(self.i..self.i + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
-        {
-            let v = u64::from_le_bytes(word);
-            let special = has_zero(v ^ (ONES * u64::from(b'"')))
-                | has_zero(v ^ (ONES * u64::from(b'\\')))
-                | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
-            if special != 0 {
-                return;
-            }
-            self.i += 8;
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        match self.peek()? {
-            b'{' => self.members(b'}', |p| {
-                p.string()?;
-                p.ws();
-                p.eat(b':')?;
-                p.ws();
-                p.value(depth + 1)
-            }),
-            b'[' => self.members(b']', |p| p.value(depth + 1)),
-            b'"' => self.string().map(|_| ()),
-            b't' => self.word(b"true"),
-            b'f' => self.word(b"false"),
-            b'n' => self.word(b"null"),
-            _ => self.number(),
-        }
-    }
-
-    /// An object's or array's members, from its opening byte to `close`
-    /// (each read by `member`, whitespace around it skipped).
-    fn members(
-        &mut self,
-        close: u8,
-        mut member: impl FnMut(&mut Self) -> Option<()>,
-    ) -> Option<()> {
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(close) {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            self.ws();
-            member(self)?;
-            self.ws();
-            match self.next()? {
-                b',' => continue,
-                c if c == close => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    fn word(&mut self, w: &[u8]) -> Option<()> {
-        let end = self.i.checked_add(w.len())?;
-        (self.s.get(self.i..end)? == w).then(|| self.i = end)
-    }
-
-    fn digits(&mut self) -> usize {
-        let start = self.i;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-        self.i - start
-    }
-
-    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
-    fn number(&mut self) -> Option<()> {
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => {
-                self.digits();
-            }
-            _ => return None,
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if self.digits() == 0 {
-                return None;
-            }
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if self.digits() == 0 {
-                return None;
-            }
-        }
-        Some(())
     }
 }
 

@@ -36,6 +36,7 @@ use rusqlite::{ffi, Connection, Result};
 
 use crate::args;
 use crate::errors::{bad_argument, Expected};
+use crate::orphan_rows::{Fields, Rows};
 use crate::sqlgen::OrphanColumns;
 use crate::state::{now_ms, Installed, Outcome, Shared};
 use crate::stmt::{self, Prepared};
@@ -234,6 +235,7 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
             on_row: false,
             row: 0,
             inputs: [Value::Null, Value::Null, Value::Null],
+            computed: None,
             phantom: PhantomData,
         })
     }
@@ -257,6 +259,9 @@ pub(crate) struct OrphansCursor<'vtab> {
     row: i64,
     /// threshold_ms, now_ms, include_dismissed as used.
     inputs: [Value; 3],
+    /// The rows computed in Rust (see [`crate::orphan_rows`]) and the
+    /// current one; `None` when the rows come from `stmt`.
+    computed: Option<(Rows, usize)>,
     phantom: PhantomData<&'vtab OrphansTab>,
 }
 
@@ -324,6 +329,47 @@ impl OrphansCursor<'_> {
         }
     }
 
+    /// The rows computed in Rust from the live runs `sql` reads (see
+    /// [`crate::orphan_rows`]): `None` when they cannot be computed exactly,
+    /// and the view's SELECT is to run instead.
+    fn compute(
+        &mut self,
+        sql: Arc<str>,
+        now: i64,
+        threshold: i64,
+        include: bool,
+    ) -> Result<Option<Rows>> {
+        self.take(sql)?;
+        let mut rows = Rows::default();
+        let mut sure = true;
+        self.step()?;
+        while self.on_row {
+            let meta = match self.value(3) {
+                ValueRef::Null => None,
+                ValueRef::Text(t) => Some(t),
+                _ => {
+                    sure = false;
+                    break;
+                }
+            };
+            let added = Fields::read(meta).and_then(|fields| {
+                let cells = [self.value(0), self.value(1), self.value(2)];
+                rows.add(cells, meta, fields, now, threshold, include)
+            });
+            if added.is_none() {
+                sure = false;
+                break;
+            }
+            self.step()?;
+        }
+        self.release();
+        self.row = 0;
+        Ok(sure.then(|| {
+            rows.sort();
+            rows
+        }))
+    }
+
     /// Column `i` of the current row as SQLite holds it (valid until the next step).
     fn value(&self, i: c_int) -> ValueRef<'_> {
         let (Some(p), true) = (&self.stmt, self.on_row) else {
@@ -369,6 +415,7 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
     fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> Result<()> {
         self.on_row = false;
         self.row = 0;
+        self.computed = None;
         if let Some(p) = &self.stmt {
             // SAFETY: the statement is ours and alive; a new scan starts
             // from a reset statement (even one that ends below with no rows).
@@ -409,15 +456,29 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         }
         let include = include.flatten().unwrap_or(0);
         let now = now.flatten().unwrap_or_else(now_ms);
-        let run = |_: &Connection, inst: &Installed| -> Outcome<(Arc<str>, i64)> {
+        let run = |_: &Connection, inst: &Installed| -> Outcome<(Arc<str>, i64, Arc<str>)> {
             let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
-            Ok((inst.sql.orphans_for(cols), threshold))
+            Ok((
+                inst.sql.orphans_for(cols),
+                threshold,
+                inst.sql.orphan_rows.clone(),
+            ))
         };
         // SAFETY: `self.db` is the connection this table was connected on,
         // which `shared` was registered on; SQLite calls xFilter on that
         // connection's thread, and disconnects the table before closing it.
-        let (sql, threshold) =
+        let (sql, threshold, rows_sql) =
             unsafe { self.shared.run_on(self.db, run) }.map_err(|f| f.into_sql(F, ""))?;
+        self.inputs = [
+            Value::Integer(threshold),
+            Value::Integer(now),
+            Value::Integer(include),
+        ];
+        if let Some(rows) = self.compute(rows_sql, now, threshold, include == 1)? {
+            self.row = 1;
+            self.computed = Some((rows, 0));
+            return Ok(());
+        }
         let stmt = self.take(sql)?;
         for (i, v) in [now, threshold, include].into_iter().enumerate() {
             // SAFETY: the statement is ours and reset; parameters ?1..?3.
@@ -428,25 +489,33 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
             }
         }
         self.row = 0;
-        self.inputs = [
-            Value::Integer(threshold),
-            Value::Integer(now),
-            Value::Integer(include),
-        ];
         self.step()
     }
 
     fn next(&mut self) -> Result<()> {
-        self.step()
+        match &mut self.computed {
+            Some((_, at)) => {
+                *at += 1;
+                self.row += 1;
+                Ok(())
+            }
+            None => self.step(),
+        }
     }
 
     fn eof(&self) -> bool {
-        !self.on_row
+        match &self.computed {
+            Some((rows, at)) => *at >= rows.len(),
+            None => !self.on_row,
+        }
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> Result<()> {
         match usize::try_from(i) {
-            Ok(c) if c < VISIBLE => ctx.set_result(&ToSqlOutput::Borrowed(self.value(i))),
+            Ok(c) if c < VISIBLE => ctx.set_result(&ToSqlOutput::Borrowed(match &self.computed {
+                Some((rows, at)) => rows.value(*at, c),
+                None => self.value(i),
+            })),
             Ok(c) => match self.inputs.get(c - VISIBLE) {
                 Some(v) => ctx.set_result(v),
                 None => ctx.set_result(&Value::Null),

@@ -673,6 +673,9 @@ pub struct FunctionSql {
     pub write_failed: String,
     /// Whether `write_failed` takes ?6 (the time for end_time / updated_at).
     pub write_failed_has_time: bool,
+    /// The live runs as `orphaned_runs` computes its rows from them (see
+    /// `crate::orphan_rows`): id, name, status, metadata, in id order.
+    pub orphan_rows: Arc<str>,
     /// `orphaned_runs`' SELECT per set of columns used (see [`Self::orphans_for`]).
     orphans_by_columns: Mutex<HashMap<OrphanColumns, Arc<str>>>,
     cfg: Config,
@@ -752,8 +755,14 @@ AND {} AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
             "UPDATE {table} SET {} WHERE {id} = ?1 AND {status} IS ?4 AND {meta} IS ?2",
             sets.join(", ")
         );
+        let orphan_rows = format!(
+            "SELECT {id}, {}, {status}, {meta} FROM {table} WHERE {} ORDER BY {id}",
+            RunFields::new(cfg, &names(cfg)).name,
+            live_index_test(cfg, &status)
+        );
         FunctionSql {
             beat: beat.into(),
+            orphan_rows: orphan_rows.into(),
             heartbeat: heartbeat.into(),
             heartbeat_forward,
             checkpoint: checkpoint.into(),
