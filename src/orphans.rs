@@ -8,13 +8,16 @@
 //! SELECT * FROM orphaned_runs WHERE include_dismissed = 1;
 //! ```
 //!
-//! It runs the same SELECT as the `run_recovery_orphans` view (see
+//! It gives the rows of the `run_recovery_orphans` view, oldest heartbeat
+//! first. `xFilter` first computes them in Rust from the live runs'
+//! metadata (see [`crate::orphan_rows`]); when that is not sure to match the
+//! view's SQL, it runs the view's SELECT (see
 //! [`crate::sqlgen::orphan_select`]), made for the columns the query reads,
-//! which SQLite serves from the status index, and streams its rows out
-//! oldest heartbeat first: each `xNext` steps the SELECT, each `xColumn` hands
-//! SQLite the SELECT's own value. The prepared SELECTs are kept in a pool
-//! owned by the table (finalized when SQLite disconnects it), so a query
-//! prepares nothing once its SELECT has run before.
+//! and streams its rows: each `xNext` steps the SELECT, each `xColumn` hands
+//! SQLite the SELECT's own value. Both read the live runs from the status
+//! index. The prepared SELECTs are kept in a pool owned by the table
+//! (finalized when SQLite disconnects it), so a query prepares nothing once
+//! its SELECT has run before.
 //!
 //! Nothing here may panic: rusqlite does not catch panics in virtual-table
 //! callbacks, so every lookup is checked.
