@@ -33,7 +33,8 @@ pub(crate) struct Fields {
     last_heartbeat: Option<i64>,
     dismissed_at: Option<i64>,
     checkpoint_step: Option<i64>,
-    /// Where `checkpointState`'s value is in the text (what `->` returns).
+    /// Where `checkpointState`'s value is in the metadata text (what `->`
+    /// returns).
     checkpoint_state: Option<Range<usize>>,
     lease: Option<i64>,
     resumes: Option<i64>,
@@ -143,9 +144,8 @@ struct Row {
     status: Cell,
     fields: Fields,
     computed: Computed,
-    /// Where the metadata's text starts in `bytes` (`checkpoint_state` is
-    /// relative to it).
-    meta_at: usize,
+    /// `checkpointState`'s text in `bytes`.
+    checkpoint_state: Option<Range<usize>>,
 }
 
 /// The listed runs of one query, in order.
@@ -170,33 +170,36 @@ impl Rows {
         let Some(computed) = decide(&fields, now, threshold, include)? else {
             return Some(());
         };
+        let state = fields.checkpoint_state.clone();
         let row = Row {
             id: self.cell(id),
             name: self.cell(name),
             status: self.cell(status),
-            meta_at: self.bytes.len(),
+            checkpoint_state: match (state, meta) {
+                (Some(s), Some(m)) => Some(self.keep(m.get(s)?)),
+                _ => None,
+            },
             fields,
             computed,
         };
-        if row.fields.checkpoint_state.is_some() {
-            self.bytes.extend_from_slice(meta.unwrap_or_default());
-        }
         self.rows.push(row);
         Some(())
     }
 
+    /// Copies `b` into `bytes`: where it is there.
+    fn keep(&mut self, b: &[u8]) -> Range<usize> {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        at..self.bytes.len()
+    }
+
     fn cell(&mut self, v: ValueRef<'_>) -> Cell {
-        let mut keep = |b: &[u8]| {
-            let at = self.bytes.len();
-            self.bytes.extend_from_slice(b);
-            at..self.bytes.len()
-        };
         match v {
             ValueRef::Null => Cell::Null,
             ValueRef::Integer(i) => Cell::Int(i),
             ValueRef::Real(r) => Cell::Real(r),
-            ValueRef::Text(t) => Cell::Text(keep(t)),
-            ValueRef::Blob(b) => Cell::Blob(keep(b)),
+            ValueRef::Text(t) => Cell::Text(self.keep(t)),
+            ValueRef::Blob(b) => Cell::Blob(self.keep(b)),
         }
     }
 
@@ -232,10 +235,10 @@ impl Rows {
             3 => int(f.last_heartbeat),
             4 => ValueRef::Integer(r.computed.age_ms),
             5 => int(f.checkpoint_step),
-            6 => match &f.checkpoint_state {
-                Some(s) => ValueRef::Text(bytes(&(r.meta_at + s.start..r.meta_at + s.end))),
-                None => ValueRef::Null,
-            },
+            6 => r
+                .checkpoint_state
+                .as_ref()
+                .map_or(ValueRef::Null, |s| ValueRef::Text(bytes(s))),
             7 => ValueRef::Integer(f.lease.unwrap_or(1)),
             8 => ValueRef::Integer(f.resumes.unwrap_or(0)),
             9 => ValueRef::Integer(r.computed.dismissed),
