@@ -9,6 +9,11 @@
 //! by heartbeat, a stable sort that keeps the id order among equal
 //! heartbeats. That is the view's `ORDER BY coalesce(last_heartbeat, 0),
 //! run_id` exactly, with SQLite's own collation and type order for the id.
+//! (Sorting only the ids of tied orphans was tried: a second query, costlier
+//! than this sort whenever many orphans share a heartbeat, as runs that never
+//! heartbeated do. The price of this one is that SQLite sorts every live
+//! run with its metadata, where the view sorts only the orphans: for
+//! thousands of live runs, that sort is the larger part.)
 //!
 //! Every value is the one the view's SQL gives, or the whole query is left
 //! to that SQL: [`Fields::read`] and [`decide`] answer `None` when they are

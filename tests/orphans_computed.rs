@@ -41,6 +41,8 @@ fn view_sql() -> String {
 fn int_value() -> impl Strategy<Value = String> {
     prop_oneof![
         6 => (NOW - 200_000..NOW).prop_map(|v| v.to_string()),
+        // The same heartbeat on several runs: their ids decide the order.
+        3 => Just((NOW - 100_000).to_string()),
         1 => Just("null".to_string()),
         1 => Just("-0".to_string()),
         1 => Just("0".to_string()),
@@ -208,4 +210,70 @@ fn a_run_it_cannot_read_sends_the_query_to_sql() {
     let unsure = rows(&conn, "SELECT * FROM orphaned_runs(0, ?1)", params![NOW]);
     assert_eq!(unsure, rows(&conn, &view_sql(), params![NOW, 0, 0]));
     assert_eq!(unsure[2][7], Value::Integer(7));
+}
+
+/// Ties are ordered as SQLite orders the id column: its collation (NOCASE
+/// here) and its order of types (integers before texts), not Rust's.
+#[test]
+fn equal_heartbeats_follow_sqlites_order_of_ids() {
+    let conn = db();
+    conn.execute_batch("CREATE TABLE jobs (id ANY COLLATE NOCASE, state TEXT, meta TEXT) STRICT;")
+        .unwrap();
+    install(
+        &conn,
+        r#"{"table":"jobs","id_column":"id","status_column":"state","metadata_column":"meta","name_column":null}"#,
+    );
+    let beat = r#"{"lastHeartbeat":5}"#;
+    for id in [
+        Value::Text("B".into()),
+        Value::Text("a".into()),
+        Value::Integer(10),
+        Value::Text("c".into()),
+        Value::Integer(9),
+        Value::Real(9.5),
+    ] {
+        conn.execute(
+            "INSERT INTO jobs (id, state, meta) VALUES (?1, 'running', ?2)",
+            params![id, beat],
+        )
+        .unwrap();
+    }
+    without_triggers(&conn, |c| c.execute("UPDATE jobs SET meta = ?1", [beat])).unwrap();
+    let got = rows(
+        &conn,
+        "SELECT run_id FROM orphaned_runs(0, ?1)",
+        params![NOW],
+    );
+    let cfg = run_recovery::config::Config::from_stored(
+        &one::<String>(
+            &conn,
+            "SELECT value FROM run_recovery_settings WHERE key = 'config'",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let view = run_recovery::sqlgen::orphan_select(
+        &cfg,
+        "?1",
+        "?2",
+        "?3",
+        run_recovery::sqlgen::OrphanColumns::ALL,
+    );
+    let want: Vec<Vec<Value>> = rows(&conn, &view, params![NOW, 0, 0])
+        .into_iter()
+        .map(|r| vec![r[0].clone()])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        got.concat(),
+        vec![
+            Value::Integer(9),
+            Value::Real(9.5),
+            Value::Integer(10),
+            // NOCASE: a before B (the bytes would put B first).
+            Value::Text("a".into()),
+            Value::Text("B".into()),
+            Value::Text("c".into()),
+        ]
+    );
 }
