@@ -41,7 +41,13 @@ pub(crate) fn parse(text: Option<&str>) -> Result<Object, Refusal> {
         return Ok(Object::new());
     };
     match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Ok(m),
+        // Read again keeping the first of duplicate keys, as SQLite's JSON
+        // functions (and so the triggers) read them; serde_json keeps the last.
+        Ok(Value::Object(_)) => serde_json::from_str::<FirstOfEachKey>(text)
+            .map(|f| f.0)
+            .map_err(|_| Refusal::NotJson {
+                text: text.to_string(),
+            }),
         Ok(other) => Err(Refusal::NotObject {
             kind: kind(&other),
             text: text.to_string(),
@@ -49,6 +55,33 @@ pub(crate) fn parse(text: Option<&str>) -> Result<Object, Refusal> {
         Err(_) => Err(Refusal::NotJson {
             text: text.to_string(),
         }),
+    }
+}
+
+/// A JSON object read keeping the first value of a key that appears twice.
+struct FirstOfEachKey(Object);
+
+impl<'de> serde::Deserialize<'de> for FirstOfEachKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FirstOfEachKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut m = Object::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    let v: Value = a.next_value()?;
+                    m.entry(k).or_insert(v);
+                }
+                Ok(FirstOfEachKey(m))
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 

@@ -286,6 +286,45 @@ fn a_lease_at_i64_max_is_refused_with_an_error_naming_recover_run() {
     }
 }
 
+/// Found by the fuzzer (20,000 cases, fifth session): with a key twice,
+/// recover_run read the last value (serde_json's way) where SQLite, and so
+/// the lease guard, reads the first; its write was refused by the guard with
+/// the guard's message. It now reads the first, as SQLite does.
+#[test]
+fn a_key_given_twice_is_read_as_sqlite_reads_it() {
+    for (meta, lease_after) in [
+        (r#"{"lease":true,"lease":-1e300}"#, 2),
+        (r#"{"lease":3,"lease":1}"#, 4),
+        (r#"{"lease":1,"lease":7,"resumes":2,"resumes":0}"#, 2),
+    ] {
+        let conn = setup(
+            &Arg::Bind(Value::Text(meta.into())),
+            &Arg::Bind(Value::Text("running".into())),
+            false,
+        );
+        let out: String = conn
+            .query_row("SELECT recover_run(?1, 'resume')", [ID], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{meta}: {}", err_text(&e)));
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["lease"], lease_after, "{meta}");
+        assert_eq!(
+            one::<i64>(
+                &conn,
+                "SELECT properties_json ->> '$.lease' FROM protocol_runs"
+            ),
+            Ok(lease_after),
+            "{meta}"
+        );
+        // The executor that holds the new lease can go on.
+        let hb: rusqlite::Result<i64> = conn.query_row(
+            "SELECT run_heartbeat(?1, ?2)",
+            rusqlite::params![ID, lease_after],
+            |r| r.get(0),
+        );
+        assert!(hb.is_ok(), "{meta}: {hb:?}");
+    }
+}
+
 #[test]
 fn an_argument_with_a_nul_byte_gets_an_error_naming_the_function() {
     let conn = setup(
