@@ -244,9 +244,10 @@ unsafe impl<'vtab> VTab<'vtab> for OrphansTab {
     }
 }
 
-/// Streams the rows of its SELECT: `filter` steps to the first row, `next`
-/// to the following ones, and `column` hands SQLite the statement's own
-/// values (no copy of the rows is made).
+/// Hands out the rows computed in `filter` (see [`crate::orphan_rows`]),
+/// or streams the rows of the view's SELECT: `filter` steps to the first
+/// row, `next` to the following ones, and `column` hands SQLite the
+/// statement's own values (no copy of the rows is made).
 #[repr(C)]
 pub(crate) struct OrphansCursor<'vtab> {
     /// Base class. Must be first.
