@@ -31,7 +31,6 @@ use rusqlite::types::ValueRef;
 
 use crate::errors::show;
 use crate::jsontext::{self, plain_int};
-
 use crate::metadata::key::{LAST_HEARTBEAT, LEASE};
 
 thread_local! {
@@ -80,7 +79,7 @@ pub(crate) fn plan(meta: &[u8], lease: Option<i64>, now: i64) -> Option<String> 
         return None;
     }
     let text = std::str::from_utf8(meta).ok()?;
-    let top = TopLevel::scan(meta)?;
+    let top = TopLevel::scan(text)?;
     if top.heartbeat > now {
         return None; // the SQL path keeps a heartbeat that is ahead
     }
@@ -108,7 +107,7 @@ struct TopLevel {
 impl TopLevel {
     /// `None` unless `text` is strict JSON, an object, with the shape
     /// [`plan`] asks for.
-    fn scan(text: &[u8]) -> Option<TopLevel> {
+    fn scan(text: &str) -> Option<TopLevel> {
         let mut seen_heartbeat = false;
         let mut lease = None;
         // The last member's key and where its value starts and ends.
@@ -128,6 +127,7 @@ impl TopLevel {
             last = Some((m.key, m.start, m.start + m.value.len()));
             Some(())
         })?;
+        let text = text.as_bytes();
         // An empty object has no heartbeat. Otherwise: exactly
         // `"lastHeartbeat":<13 digits>}` at the end, as written by every
         // heartbeat and tested by the triggers' string path.

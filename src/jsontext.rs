@@ -27,14 +27,14 @@ pub(crate) struct Member<'a> {
 }
 
 /// Calls `visit` with each member of `text`'s top-level object, in order.
-/// `None` when `text` is not strict JSON in UTF-8 with nothing after it, is
-/// not an object, has a top-level key spelled with an escape, or when
-/// `visit` returns `None`.
+/// `None` when `text` is not strict JSON with nothing after it, is not an
+/// object, has a top-level key spelled with an escape, or when `visit`
+/// returns `None`. (UTF-8 is the caller's check: it holds a `str`.)
 pub(crate) fn object_members<'a>(
-    text: &'a [u8],
+    text: &'a str,
     mut visit: impl FnMut(Member<'a>) -> Option<()>,
 ) -> Option<()> {
-    std::str::from_utf8(text).ok()?;
+    let text = text.as_bytes();
     let mut p = Parser {
         s: text,
         i: 0,

@@ -40,14 +40,14 @@ pub(crate) fn parse(text: Option<&str>) -> Result<Object, Refusal> {
     let Some(text) = text else {
         return Ok(Object::new());
     };
+    // An object keeps the first of duplicate keys, as SQLite's JSON
+    // functions (and so the triggers) read them; serde_json keeps the last.
+    if let Ok(FirstOfEachKey(m)) = serde_json::from_str(text) {
+        return Ok(m);
+    }
+    // Not an object: read again only to say what it is.
     match serde_json::from_str::<Value>(text) {
-        // Read again keeping the first of duplicate keys, as SQLite's JSON
-        // functions (and so the triggers) read them; serde_json keeps the last.
-        Ok(Value::Object(_)) => serde_json::from_str::<FirstOfEachKey>(text)
-            .map(|f| f.0)
-            .map_err(|_| Refusal::NotJson {
-                text: text.to_string(),
-            }),
+        Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(Refusal::NotObject {
             kind: kind(&other),
             text: text.to_string(),

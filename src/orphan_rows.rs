@@ -51,21 +51,23 @@ impl Fields {
         let Some(text) = meta else {
             return Some(Fields::default());
         };
+        let text = std::str::from_utf8(text).ok()?;
         let mut f = Fields {
             valid: true,
             ..Fields::default()
         };
+        // The keys read, in the order of the match below.
+        const KEYS: [&str; 6] = [
+            LAST_HEARTBEAT,
+            DISMISSED_HEARTBEAT,
+            CHECKPOINT_STEP,
+            LEASE,
+            RESUMES,
+            CHECKPOINT_STATE,
+        ];
         let mut seen = [false; 6];
         object_members(text, |m| {
-            let keys = [
-                LAST_HEARTBEAT,
-                DISMISSED_HEARTBEAT,
-                CHECKPOINT_STEP,
-                LEASE,
-                RESUMES,
-                CHECKPOINT_STATE,
-            ];
-            let Some(k) = keys.iter().position(|k| k.as_bytes() == m.key) else {
+            let Some(k) = KEYS.iter().position(|k| k.as_bytes() == m.key) else {
                 return Some(());
             };
             if std::mem::replace(&mut seen[k], true) {
