@@ -7,8 +7,8 @@
 //! metadata, served from the status index and ordered by id), reads each
 //! metadata text once in [`Fields::read`], keeps the orphans and sorts them
 //! by heartbeat, a stable sort that keeps the id order among equal
-//! heartbeats. That is the view's `ORDER BY coalesce(last_heartbeat, 0),
-//! run_id` exactly, with SQLite's own collation and type order for the id.
+//! heartbeats. That is `orphan_select`'s `ORDER BY coalesce(last_heartbeat,
+//! 0), run_id` exactly, with SQLite's own collation and type order for the id.
 //! (Sorting only the ids of tied orphans was tried: a second query, costlier
 //! than this sort whenever many orphans share a heartbeat, as runs that never
 //! heartbeated do. The price of this one is that SQLite sorts every live
@@ -210,7 +210,7 @@ impl Rows {
         }
     }
 
-    /// Puts the rows in the view's order. They were added in id order; the
+    /// Puts the rows in `orphan_select`'s order. They were added in id order; the
     /// sort is stable, so runs with equal heartbeats keep it.
     pub fn sort(&mut self) {
         self.rows.sort_by_key(|r| r.computed.sort_key);

@@ -26,7 +26,12 @@ fn install_returns_the_config_and_is_idempotent() {
     assert_eq!(
         names,
         [
-            "run_recovery_act",
+            "run_recovery_act_checkpoint",
+            "run_recovery_act_dismiss",
+            "run_recovery_act_fail",
+            "run_recovery_act_heartbeat",
+            "run_recovery_act_resume",
+            "run_recovery_act_unknown",
             "run_recovery_actions",
             "run_recovery_guard_check",
             "run_recovery_guard_check_do",
@@ -448,7 +453,7 @@ fn orphaned_runs_lists_stale_live_runs_oldest_first() {
         vec!["older", "old"]
     );
     assert_eq!(
-        ids("SELECT run_id FROM run_recovery_orphans"),
+        ids("SELECT run_id FROM run_recovery_orphans ORDER BY age_ms DESC, run_id"),
         vec!["older", "old"]
     );
     assert_eq!(

@@ -209,7 +209,10 @@ fn every_set_of_columns_reads_what_select_star_reads() {
     for mask in (1..(1 << COLUMNS.len())).filter(|m| m & age == 0) {
         let view = rows(
             &conn,
-            &format!("SELECT {} FROM run_recovery_orphans", select(mask)),
+            &format!(
+                "SELECT {} FROM run_recovery_orphans ORDER BY age_ms DESC, run_id",
+                select(mask)
+            ),
         );
         assert_eq!(view, project(&all, mask), "view: SELECT {}", select(mask));
     }

@@ -432,7 +432,11 @@ impl Sim {
         );
         if !near_threshold {
             let tvf = ids(c, "SELECT run_id FROM orphaned_runs", &[]);
-            let view = ids(c, "SELECT run_id FROM run_recovery_orphans", &[]);
+            let view = ids(
+                c,
+                "SELECT run_id FROM run_recovery_orphans ORDER BY age_ms DESC, run_id",
+                &[],
+            );
             assert_eq!(tvf, view, "orphaned_runs vs run_recovery_orphans ({op:?})");
             assert_eq!(tvf, model);
         }

@@ -273,7 +273,7 @@ test('the TypeScript declarations (index.d.ts, dialog.d.ts) compile against the 
   }
 });
 
-test('orphans() lists exactly what the installed view run_recovery_orphans lists, in its order', () => {
+test('orphans() lists exactly what the installed view run_recovery_orphans lists, in the order of orphaned_runs', () => {
   const db = fresh();
   const statuses = ['running', 'RUNNING', 'Paused', 'preparing', 'REQUIRES_INTERVENTION', 'queued', 'completed', 'FAILED'];
   const metas = [
@@ -303,7 +303,7 @@ test('orphans() lists exactly what the installed view run_recovery_orphans lists
       assert.equal(e.reason, 'not-json-object', e.message); // listed (it is live and silent) but its metadata is left alone
     }
   }
-  const view = db.selectObjects('SELECT run_id, dismissed FROM run_recovery_orphans');
+  const view = db.selectObjects('SELECT run_id, dismissed FROM run_recovery_orphans ORDER BY age_ms DESC, run_id');
   assert.ok(view.length > 10, `a meaningful set: ${view.length}`);
   assert.deepEqual(rr.orphans(db).map((o) => o.runId), view.map((r) => r.run_id));
 });

@@ -125,7 +125,7 @@ test('the recovery scenario', () => {
   assert.equal(r.checkpoint_step, 2);
   assert.deepEqual(JSON.parse(r.checkpoint_state), { plate: 'P1', well: 'B3' });
   assert.deepEqual([r.lease, r.resumes, r.dismissed], [1, 0, 0]);
-  assert.deepEqual(ids(db, 'SELECT run_id FROM run_recovery_orphans'), [DEAD_FAIL, DEAD_RESUME, DEAD_DISMISS]);
+  assert.deepEqual(ids(db, 'SELECT run_id FROM run_recovery_orphans ORDER BY age_ms DESC, run_id'), [DEAD_FAIL, DEAD_RESUME, DEAD_DISMISS]);
   assert.deepEqual(
     new Set(ids(db, `SELECT run_id FROM orphaned_runs(30000, ${Date.now() + 60_000})`)),
     new Set([DEAD_FAIL, DEAD_RESUME, DEAD_DISMISS, LIVE_1, LIVE_2]),

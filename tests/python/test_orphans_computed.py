@@ -57,7 +57,7 @@ def test_sure_metadata_gives_the_views_rows(conn):
     # Only metadata the Rust reader is sure of: the rows are computed in Rust.
     add_runs(conn, METADATA[:5] + METADATA[10:12])
     got = conn.execute("SELECT * FROM orphaned_runs").fetchall()
-    want = conn.execute("SELECT * FROM run_recovery_orphans").fetchall()
+    want = conn.execute("SELECT * FROM run_recovery_orphans ORDER BY age_ms DESC, run_id").fetchall()
     assert typed(got) == typed(want)
     assert len(got) == 6  # the one dismissed at its heartbeat is hidden
     shown = conn.execute("SELECT run_id, dismissed FROM orphaned_runs WHERE include_dismissed = 1").fetchall()
@@ -68,7 +68,7 @@ def test_every_kind_of_metadata_gives_the_views_rows(conn):
     # Some of these only SQL can read: the whole query then runs the view's SQL.
     add_runs(conn, METADATA)
     got = conn.execute("SELECT * FROM orphaned_runs").fetchall()
-    want = conn.execute("SELECT * FROM run_recovery_orphans").fetchall()
+    want = conn.execute("SELECT * FROM run_recovery_orphans ORDER BY age_ms DESC, run_id").fetchall()
     assert typed(got) == typed(want)
     assert len(got) >= 10
 
@@ -81,7 +81,7 @@ def test_each_metadata_alone_gives_the_views_row(conn):
         conn.execute("DELETE FROM protocol_runs")
         add_runs(conn, [meta])
         got = conn.execute("SELECT * FROM orphaned_runs").fetchall()
-        want = conn.execute("SELECT * FROM run_recovery_orphans").fetchall()
+        want = conn.execute("SELECT * FROM run_recovery_orphans ORDER BY age_ms DESC, run_id").fetchall()
         assert typed(got) == typed(want), meta
         five = conn.execute("SELECT run_id, name, status, last_heartbeat, checkpoint_step FROM orphaned_runs").fetchall()
         assert five == [(r[0], r[1], r[2], r[3], r[5]) for r in want], meta

@@ -112,7 +112,7 @@ def test_recovery_scenario(conn):
     assert r[4] == 2 and json.loads(r[5]) == {"plate": "P1", "well": "B3"}
     assert (r[6], r[7], r[8]) == (1, 0, 0)
     assert by_id[DEAD_FAIL][1] == "RUNNING"
-    assert orphan_ids(conn, "SELECT run_id FROM run_recovery_orphans") == [
+    assert orphan_ids(conn, "SELECT run_id FROM run_recovery_orphans ORDER BY age_ms DESC, run_id") == [
         DEAD_FAIL,
         DEAD_RESUME,
         DEAD_DISMISS,

@@ -59,8 +59,7 @@ select run_recovery_install('{"name_column":"title"}') ->> '$.name_column';  -- 
 -- (sorted by id: both heartbeats are from this millisecond or the last, so their order is the clock's)
 select group_concat(run_id || ':' || name) from (select run_id, name from orphaned_runs(0, 4102444800000) order by run_id);  -- 2:b,4:d
 explain query plan select * from run_recovery_orphans;  -- QUERY PLAN
-                                                       -- |--SEARCH jobs USING INDEX jobs_state (state=?)
-                                                       -- `--USE TEMP B-TREE FOR ORDER BY
+                                                       -- `--SEARCH jobs USING INDEX jobs_state (state=?)
 select run_recovery_uninstall();  -- {"uninstalled":true,"table":"jobs"}
 
 -- A hostile table name is an identifier, never SQL: install works on it, and

@@ -53,7 +53,12 @@ select count(*) from sqlite_schema where name = 'protocol_runs' or name like 'ru
 -- Install: returns the effective config; NULL config means the defaults.
 select run_recovery_install(NULL);  -- {"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}
 select run_recovery_config() = run_recovery_install();  -- 1
-select type, name from sqlite_schema where name like 'run_recovery%' order by name;  -- trigger|run_recovery_act
+select type, name from sqlite_schema where name like 'run_recovery%' order by name;  -- trigger|run_recovery_act_checkpoint
+                                                                                    -- trigger|run_recovery_act_dismiss
+                                                                                    -- trigger|run_recovery_act_fail
+                                                                                    -- trigger|run_recovery_act_heartbeat
+                                                                                    -- trigger|run_recovery_act_resume
+                                                                                    -- trigger|run_recovery_act_unknown
                                                                                     -- view|run_recovery_actions
                                                                                     -- view|run_recovery_guard_check
                                                                                     -- trigger|run_recovery_guard_check_do
@@ -69,7 +74,7 @@ select type, name from sqlite_schema where name like 'run_recovery%' order by na
                                                                                     -- trigger|run_recovery_stamp_live
 select key from run_recovery_settings order by key;  -- config
                                                      -- schema_version
-select value from run_recovery_settings where key = 'schema_version';  -- 5
+select value from run_recovery_settings where key = 'schema_version';  -- 6
 
 -- What install stamped.
 select accession_id, json_extract(properties_json, '$.lastHeartbeat') > 1700000000000, properties_json ->> '$.lease', properties_json ->> '$.app'
@@ -82,7 +87,7 @@ select accession_id, properties_json from protocol_runs where accession_id in ('
 -- Re-install is idempotent: same objects, same config, heartbeats kept.
 create temp table before as select accession_id, properties_json from protocol_runs;
 select run_recovery_install() = run_recovery_config();  -- 1
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 14
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 19
 select count(*) from protocol_runs join temp.before b using (accession_id) where protocol_runs.properties_json is b.properties_json;  -- 5
 
 -- Keys given to a later install override the stored config; the others are kept.

@@ -76,10 +76,10 @@ select count(*) from orphaned_runs where run_id = 'o2';  -- 0
 select run_id, dismissed from orphaned_runs(0, 4102444900000) where run_id = 'o2';  -- o2|0
 
 -- Served from the status index, not a scan of every run: the view's plan
--- (orphaned_runs runs the very same SELECT, with parameters).
+-- (orphaned_runs falls back to the very same SELECT, with parameters and an
+-- ORDER BY). The view has no ORDER BY of its own, so no sort unless asked.
 explain query plan select * from run_recovery_orphans;  -- QUERY PLAN
-                                                       -- |--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
-                                                       -- `--USE TEMP B-TREE FOR ORDER BY
+                                                       -- `--SEARCH protocol_runs USING INDEX ix_protocol_runs_status (status=?)
 -- The hidden arguments are pushed down (idxNum 0x1 threshold_ms, 0x2 now_ms, 0x4 include_dismissed),
 -- and the bits from 0x8 up say which columns the query reads (0x8 run_id ... 0x1000 dismissed):
 -- only those are computed. All ten: 0x1ff8 = 8184.
@@ -93,7 +93,9 @@ explain query plan select count(*) from orphaned_runs;  -- QUERY PLAN
                                                         -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 0:
 -- The view run_recovery_orphans: same columns and rows at the configured
 -- threshold and the real clock, for clients without the extension.
-select group_concat(run_id) from run_recovery_orphans;  -- arr,o1,o3
+select group_concat(run_id) from (select run_id from run_recovery_orphans order by age_ms desc, run_id);  -- arr,o1,o3
+-- Unordered, the rows come in the status index's order (one status here: by rowid).
+select group_concat(run_id) from run_recovery_orphans;  -- o3,o1,arr
 select group_concat(name, ',') from pragma_table_info('run_recovery_orphans');  -- run_id,name,status,last_heartbeat,age_ms,checkpoint_step,checkpoint_state,lease,resumes,dismissed
 select count(*) from (select run_id, name, status, last_heartbeat, checkpoint_step, checkpoint_state, lease, resumes, dismissed from run_recovery_orphans
                       except select run_id, name, status, last_heartbeat, checkpoint_step, checkpoint_state, lease, resumes, dismissed from orphaned_runs);  -- 0

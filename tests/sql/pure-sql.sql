@@ -11,7 +11,7 @@ insert into protocol_runs (accession_id, name, status, properties_json, top_leve
 
 -- The extension is not here.
 select run_heartbeat('before');  -- error: no such function: run_heartbeat
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 14
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 19
 
 -- Install stamped the live run that had no heartbeat, and kept the seeded one.
 select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.lease' from protocol_runs where accession_id = 'before';  -- 1|1
@@ -48,7 +48,7 @@ select properties_json from protocol_runs where accession_id = 'seeded';  -- {"l
 
 -- The view lists orphans at the configured threshold (30000 ms); 'arr' and 'bad' have no
 -- readable heartbeat, so they are listed as never seen.
-select group_concat(run_id) from run_recovery_orphans;  -- arr,bad,seeded
+select group_concat(run_id) from (select run_id from run_recovery_orphans order by age_ms desc, run_id);  -- arr,bad,seeded
 select run_id, name, status, last_heartbeat, age_ms > 1700000000000, lease, resumes, dismissed from run_recovery_orphans where run_id = 'seeded';  -- seeded|s|running|1000|1|1|0|0
 
 -- Lease guard: a metadata write carrying an older lease than the row holds is refused.

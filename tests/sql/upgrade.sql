@@ -11,8 +11,8 @@ select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_r
 create temp table v1 as select * from protocol_runs;
 select count(*) from temp.v1;  -- 8
 select run_recovery_install() = (select value from run_recovery_settings where key = 'config');  -- 1
-select value from run_recovery_settings where key = 'schema_version';  -- 5
-select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act');  -- 3
+select value from run_recovery_settings where key = 'schema_version';  -- 6
+select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act_heartbeat');  -- 3
 select count(*) from sqlite_schema where name = 'run_recovery_merge_back';  -- 0
 select count(*) from protocol_runs p join temp.v1 o using (accession_id)
  where p.properties_json is o.properties_json and p.status is o.status and p.end_time is o.end_time
@@ -38,8 +38,8 @@ select run_heartbeat('r-lower', 1) > 0;  -- 1
 .open --deserialize tests/fixtures/schema-v1.db
 create temp table v1 as select * from protocol_runs;
 .read sql/install.sql
-select value from run_recovery_settings where key = 'schema_version';  -- 5
-select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act');  -- 3
+select value from run_recovery_settings where key = 'schema_version';  -- 6
+select count(*) from sqlite_schema where name in ('run_recovery_actions', 'run_recovery_runs', 'run_recovery_act_heartbeat');  -- 3
 select count(*) from sqlite_schema where name = 'run_recovery_merge_back';  -- 0
 select count(*) from protocol_runs p join temp.v1 o using (accession_id)
  where p.properties_json is o.properties_json and p.status is o.status and p.end_time is o.end_time

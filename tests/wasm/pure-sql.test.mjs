@@ -83,7 +83,7 @@ function deserialize(bytes) {
 
 const meta = (db, id) =>
   JSON.parse(db.selectValue('SELECT properties_json FROM protocol_runs WHERE accession_id = ?', [id]));
-const orphans = (db) => db.selectValues('SELECT run_id FROM run_recovery_orphans');
+const orphans = (db) => db.selectValues('SELECT run_id FROM run_recovery_orphans ORDER BY age_ms DESC, run_id');
 
 function insert(db, id, status, props) {
   db.exec({
@@ -202,7 +202,12 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
     db.exec(installSql);
     const triggers = db.selectValues("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name");
     assert.deepEqual(triggers, [
-      'run_recovery_act',
+      'run_recovery_act_checkpoint',
+      'run_recovery_act_dismiss',
+      'run_recovery_act_fail',
+      'run_recovery_act_heartbeat',
+      'run_recovery_act_resume',
+      'run_recovery_act_unknown',
       'run_recovery_guard_check_do',
       'run_recovery_guard_repair_do',
       'run_recovery_lease_guard',
