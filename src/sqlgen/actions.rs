@@ -59,10 +59,10 @@ fn raise(action: &str, why: ActionRefusal) -> String {
 const ACTION: &str = "lower(NEW.action)";
 
 /// The trigger refusing an action that is none of [`ACTIONS`] (NULL too).
-pub const UNKNOWN_TRIGGER: &str = "run_recovery_act_unknown";
+const UNKNOWN_TRIGGER: &str = "run_recovery_act_unknown";
 
 /// The trigger performing `action`.
-pub fn action_trigger_name(action: &str) -> String {
+fn action_trigger_name(action: &str) -> String {
     format!("run_recovery_act_{action}")
 }
 

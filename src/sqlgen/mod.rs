@@ -68,8 +68,11 @@ pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// internal view `run_recovery_guard_repair`; 4: the stamp moves into the
 /// internal view `run_recovery_stamp`, and the orphans view is one flat
 /// SELECT; 5: the guard's full test moves into the internal view
-/// `run_recovery_guard_check`. Every install drops and recreates every
-/// object, so a database of any earlier version upgrades in place.
+/// `run_recovery_guard_check`; 6: a trigger per action on
+/// `run_recovery_actions` (`run_recovery_act` before), and the orphans view
+/// has no ORDER BY. Every install drops and recreates every object (the
+/// view's triggers go with the view), so a database of any earlier version
+/// upgrades in place.
 pub const SCHEMA_VERSION: i64 = 6;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).

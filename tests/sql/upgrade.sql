@@ -46,3 +46,21 @@ select count(*) from protocol_runs p join temp.v1 o using (accession_id)
    and p.updated_at is o.updated_at and p.name is o.name;  -- 8
 insert into run_recovery_actions (run_id, action, threshold_ms) values ('R-UPPER', 'fail', 1000);
 select r.status, lease, end_time is not null from run_recovery_runs r join protocol_runs on accession_id = run_id where run_id = 'R-UPPER';  -- FAILED|2|1
+
+-- 3. From schema_version 5, whose one trigger run_recovery_act did every
+-- action: the shape is made here by hand (the view with that one trigger,
+-- refusing everything so any use of it shows). Install drops it with its view.
+drop trigger run_recovery_act_heartbeat;
+drop trigger run_recovery_act_checkpoint;
+drop trigger run_recovery_act_resume;
+drop trigger run_recovery_act_fail;
+drop trigger run_recovery_act_dismiss;
+drop trigger run_recovery_act_unknown;
+create trigger run_recovery_act instead of insert on run_recovery_actions begin select raise(abort, 'schema 5 trigger'); end;
+update run_recovery_settings set value = '5' where key = 'schema_version';
+insert into run_recovery_actions (run_id, action, lease) values ('r-lower', 'heartbeat', 1);  -- error: schema 5 trigger (19)
+.read sql/install.sql
+select value from run_recovery_settings where key = 'schema_version';  -- 6
+select group_concat(name, ' ') from (select name from sqlite_schema where name like 'run_recovery_act%' and type = 'trigger' order by name);  -- run_recovery_act_checkpoint run_recovery_act_dismiss run_recovery_act_fail run_recovery_act_heartbeat run_recovery_act_resume run_recovery_act_unknown
+insert into run_recovery_actions (run_id, action, lease) values ('r-lower', 'heartbeat', 1);
+select count(*) from run_recovery_runs where run_id = 'r-lower' and age_ms < 60000;  -- 1
