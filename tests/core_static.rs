@@ -239,6 +239,23 @@ fn transitions_into_live_statuses_stamp_a_heartbeat() {
     assert_eq!(m["app"], "x");
     add_run(&conn, "n", "running", None);
     assert!(meta(&conn, "n")["lastHeartbeat"].as_i64().unwrap() >= t0 - 5);
+    // From a NULL status, into the spelling the trigger tests last.
+    add_run(&conn, "z", "completed", Some(r#"{"lastHeartbeat":1000}"#));
+    conn.execute_batch(
+        "UPDATE protocol_runs SET status = NULL WHERE accession_id = 'z';
+         UPDATE protocol_runs SET status = 'Requires_intervention' WHERE accession_id = 'z';",
+    )
+    .unwrap();
+    assert!(meta(&conn, "z")["lastHeartbeat"].as_i64().unwrap() >= t0 - 5);
+    // Between two live statuses: no stamp (the executor's heartbeat stands).
+    conn.execute_batch(
+        "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', 1000)
+           WHERE accession_id = 'z';
+         UPDATE protocol_runs SET status = 'PAUSED' WHERE accession_id = 'z';
+         UPDATE protocol_runs SET status = 'running' WHERE accession_id = 'z';",
+    )
+    .unwrap();
+    assert_eq!(meta(&conn, "z")["lastHeartbeat"], 1000);
     // Malformed metadata is never overwritten, and the app's write still succeeds.
     add_run(&conn, "bad", "queued", Some("{oops"));
     conn.execute(

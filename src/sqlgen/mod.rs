@@ -163,13 +163,51 @@ ELSE json_set(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {LAS
 /// builds an ephemeral table for an IN list of more than two constants on
 /// every execution, which doubled the cost of a heartbeat.
 fn live_test(cfg: &Config, status: &str) -> String {
-    let whens: String = cfg
-        .live_statuses
+    live_case(cfg, status, 1)
+}
+
+/// `CASE status WHEN 'running' THEN 0 … ELSE 1 END`: true when `status` is
+/// not live, NULL included.
+fn not_live_test(cfg: &Config, status: &str) -> String {
+    live_case(cfg, status, 0)
+}
+
+fn live_case(cfg: &Config, status: &str, live: u8) -> String {
+    let whens: String = case_spellings(cfg)
         .iter()
-        .flat_map(|s| spellings(s))
-        .map(|s| format!(" WHEN {} THEN 1", literal(&s)))
+        .map(|s| format!(" WHEN {} THEN {live}", literal(s)))
         .collect();
-    format!("CASE {status}{whens} ELSE 0 END")
+    format!("CASE {status}{whens} ELSE {} END", 1 - live)
+}
+
+/// The spellings of the live statuses in the order a `CASE` tests them, one
+/// comparison each until one matches. The order changes no result, only how
+/// soon the test ends: `running` and `paused` first (an executor spends its
+/// time in them, so a heartbeat and a status write between them are decided
+/// by the first few comparisons), then the others as configured; lowercase
+/// and UPPERCASE of each (both are common), then every Capitalized spelling.
+fn case_spellings(cfg: &Config) -> Vec<String> {
+    let hot = ["running", "paused"];
+    let statuses: Vec<&String> = hot
+        .iter()
+        .filter_map(|h| cfg.live_statuses.iter().find(|s| s.eq_ignore_ascii_case(h)))
+        .chain(
+            cfg.live_statuses
+                .iter()
+                .filter(|s| !hot.iter().any(|h| s.eq_ignore_ascii_case(h))),
+        )
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let lower_upper = statuses
+        .iter()
+        .flat_map(|s| [s.to_lowercase(), s.to_uppercase()]);
+    // `spellings` holds the two above and the Capitalized one.
+    for s in lower_upper.chain(statuses.iter().flat_map(|s| spellings(s))) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// `status IN ('running', 'RUNNING', 'Running', …)`: the index-served test.
@@ -472,13 +510,13 @@ END",
     ));
     out.push(format!(
         "CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF {status} ON {table}
-WHEN (OLD.{status} IS NULL OR NOT {}) AND {}
+WHEN {} AND {}
 BEGIN
   {stamp}
 END",
         // The old status first: a move between two live statuses (the
         // common status write, running <-> paused) is decided by one test.
-        live_test(cfg, &format!("OLD.{status}")),
+        not_live_test(cfg, &format!("OLD.{status}")),
         live_test(cfg, &format!("NEW.{status}"))
     ));
 
@@ -840,6 +878,42 @@ mod tests {
                 "unquoted identifier in {stmt}"
             );
         }
+    }
+
+    #[test]
+    fn the_live_case_tests_every_spelling_hot_ones_first_capitalized_last() {
+        let mut cfg = Config::default();
+        let order = case_spellings(&cfg);
+        let mut all: Vec<String> = cfg
+            .live_statuses
+            .iter()
+            .flat_map(|s| spellings(s))
+            .collect();
+        all.sort();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, all, "each spelling once, none missing");
+        assert_eq!(order[..4], ["running", "RUNNING", "paused", "PAUSED"]);
+        let first_capitalized = order.iter().position(|s| s == "Running").unwrap();
+        assert_eq!(first_capitalized, 2 * cfg.live_statuses.len());
+        assert!(order[first_capitalized..].iter().all(|s| s
+            .chars()
+            .next()
+            .unwrap()
+            .is_uppercase()
+            && s.chars().skip(1).any(|c| c.is_lowercase())));
+        // A configured list without the hot statuses keeps its own order.
+        cfg.live_statuses = vec!["Active".into(), "waiting".into()];
+        assert_eq!(
+            case_spellings(&cfg),
+            ["active", "ACTIVE", "waiting", "WAITING", "Active", "Waiting"]
+        );
+        // A NULL or unknown status: not live, so the old-status test says 1.
+        let not_live = not_live_test(&cfg, "s");
+        assert!(
+            not_live.starts_with("CASE s WHEN 'active' THEN 0") && not_live.ends_with("ELSE 1 END")
+        );
+        assert!(live_test(&cfg, "s").ends_with("WHEN 'Waiting' THEN 1 ELSE 0 END"));
     }
 
     #[test]
