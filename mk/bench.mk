@@ -6,6 +6,7 @@
 #   make bench                 heartbeat, orphan detection, load/install, then bench-adoption (a few minutes)
 #   make bench-adoption        the adoption cost (issue 10's targets) and the pure-SQL actions
 #                              against the functions, on SQLite 3.40 and 3.53
+#   make bench-lookaside       the lookaside the app's cached statements hold, on 3.40 and 3.53
 #   make bench-concurrency     8 processes x 8 runs x 20 Hz x 30 s (BENCH_CONC_SECS)
 .PHONY: bench bench-concurrency
 CARGO_HOME ?= $(HOME)/.cargo
@@ -33,6 +34,13 @@ $(BUNDLED_SQLITE):
 
 bench-concurrency:
 	$(CARGO) bench --bench bench -- concurrency
+
+# The lookaside memory the app's cached statements hold, and the writes'
+# small allocations that then go to malloc (BENCHMARKS.md), on both hosts.
+.PHONY: bench-lookaside
+bench-lookaside: $(BUNDLED_SQLITE)
+	$(PYTHON) benches/py/lookaside.py
+	LD_LIBRARY_PATH=$(dir $(BUNDLED_SQLITE)) $(PYTHON) benches/py/lookaside.py
 
 # Instructions per operation under callgrind (valgrind): the noise-free
 # cross-check of the ratios above. A few minutes.
