@@ -20,6 +20,7 @@ Prints, per database (without run_recovery / installed):
 import ctypes
 import json
 import os
+import shutil
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,10 +40,16 @@ STATUS = "UPDATE protocol_runs SET status = ?1 WHERE accession_id = ?2"
 RUNS = 300
 
 
+TMP = tempfile.mkdtemp(prefix="run-recovery-lookaside-")
+
+
 class Db:
+    count = 0
+
     def __init__(self, installed, slots=None):
         self.db = P()
-        path = os.path.join(tempfile.mkdtemp(prefix="run-recovery-lookaside-"), "x.db")
+        Db.count += 1
+        path = os.path.join(TMP, f"{Db.count}.db")
         if lib.sqlite3_open_v2(path.encode(), ctypes.byref(self.db), 6, None) != 0:
             raise RuntimeError(f"cannot open {path}")
         if slots:
@@ -146,4 +153,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
