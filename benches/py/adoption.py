@@ -3,7 +3,11 @@
 per orphan scan, against the same work hand-written on a database WITHOUT
 run_recovery; and the pure-SQL actions against the functions (heartbeat,
 resume). Prints one table per host with each target of issue 10, the
-figure and met/missed. Nothing is asserted: figures are printed.
+figure and met/missed. Under the app-write rows, for reading them: the
+floors (a database without run_recovery with one trigger doing only what
+no JSON-reading guard can skip), the same writes inside a transaction, and
+with more lookaside memory on both connections. Nothing is asserted:
+figures are printed.
 
 Run by `make bench` on two hosts, the same script:
   * Debian's /usr/bin/python3 with its system SQLite 3.40.1;
@@ -22,7 +26,6 @@ recovery keys after the app's keys, 3,000 runs (a tenth live) for writes.
 """
 
 import ctypes
-import ctypes.util
 import json
 import os
 import random
@@ -92,7 +95,7 @@ def more_lookaside(db, path):
     reaches the connection's sqlite3 pointer (CPython 3's Connection object
     starts with it after its object header) and checks it is this
     connection's before calling sqlite3_db_config(SQLITE_DBCONFIG_LOOKASIDE)."""
-    lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") if not os.environ.get("LD_LIBRARY_PATH") else "libsqlite3.so.0")
+    lib = ctypes.CDLL("libsqlite3.so.0")  # the one the sqlite3 module loaded (LD_LIBRARY_PATH too)
     ptr = ctypes.c_void_p.from_address(id(db) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
     lib.sqlite3_db_filename.restype = ctypes.c_char_p
     # No statement may run first: SQLite refuses to resize lookaside while
