@@ -86,11 +86,10 @@ NULL AS step, NULL AS state, NULL AS threshold_ms WHERE 0"
 }
 
 fn unknown_action_trigger() -> String {
-    let known: Vec<String> = ACTIONS.iter().map(|a| format!("'{a}'")).collect();
     format!(
         "CREATE TRIGGER {UNKNOWN_TRIGGER} INSTEAD OF INSERT ON {ACTIONS_VIEW}\n\
 WHEN NOT coalesce({ACTION} IN ({}), 0)\nBEGIN\n  SELECT RAISE(ABORT, {});\nEND",
-        known.join(", "),
+        ACTIONS.map(literal).join(", "),
         literal(ACTION_UNKNOWN)
     )
 }

@@ -188,15 +188,13 @@ fn live_case(cfg: &Config, status: &str, live: u8) -> String {
 /// and UPPERCASE of each (both are common), then every Capitalized spelling.
 fn case_spellings(cfg: &Config) -> Vec<String> {
     let hot = ["running", "paused"];
-    let statuses: Vec<&String> = hot
-        .iter()
-        .filter_map(|h| cfg.live_statuses.iter().find(|s| s.eq_ignore_ascii_case(h)))
-        .chain(
-            cfg.live_statuses
-                .iter()
-                .filter(|s| !hot.iter().any(|h| s.eq_ignore_ascii_case(h))),
-        )
-        .collect();
+    let mut statuses: Vec<&String> = cfg.live_statuses.iter().collect();
+    // Stable: the others keep their configured order.
+    statuses.sort_by_key(|s| {
+        hot.iter()
+            .position(|h| s.eq_ignore_ascii_case(h))
+            .unwrap_or(hot.len())
+    });
     let mut out: Vec<String> = Vec::new();
     let lower_upper = statuses
         .iter()
