@@ -23,7 +23,8 @@ import os
 import shutil
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from adoption import read
+
 lib = ctypes.CDLL("libsqlite3.so.0")
 lib.sqlite3_libversion.restype = ctypes.c_char_p
 lib.sqlite3_column_text.restype = ctypes.c_char_p
@@ -100,11 +101,6 @@ class Db:
             raise RuntimeError(lib.sqlite3_errmsg(self.db).decode())
         lib.sqlite3_reset(st)
         return out
-
-
-def read(name):
-    with open(os.path.join(ROOT, "sql", name), encoding="utf-8") as f:
-        return f.read()
 
 
 def held(installed, sql):
