@@ -128,6 +128,10 @@ fn heartbeat_is_last(x: &str) -> String {
     format!("CAST(substr(CAST({x} AS BLOB), -30) AS TEXT) GLOB {HEARTBEAT_LAST_GLOB}")
 }
 
+/// A length no text reaches (SQLite's largest, SQLITE_MAX_LENGTH, is
+/// 2^31 - 1): `substr(x, -14, -HEAD_ALL)` is every byte before the last 14.
+const HEAD_ALL: i64 = 2_147_483_647;
+
 /// The cheap test both metadata triggers try first: the write changed only
 /// the 13 digits of a last `lastHeartbeat` key (what every heartbeat writes
 /// once the heartbeat is the last key; the writers put it there). Everything
@@ -136,8 +140,13 @@ fn heartbeat_is_last(x: &str) -> String {
 /// went backwards and the lease is unchanged: neither trigger has anything to
 /// do, whatever the rest of the text holds (if OLD is not valid JSON, NEW is
 /// equally not, and both triggers leave such metadata alone anyway).
+///
+/// A text's head (all but its last 14 bytes) is `substr` with a negative
+/// length, "the bytes before the 14th from the end", which needs no
+/// `length` call (SQLite 3.40 and 3.53 alike; a text under 14 bytes has an
+/// empty head, and the tail test above needs 30).
 fn only_heartbeat_changed(new: &str, old: &str) -> String {
-    let head = |x: &str| format!("substr(CAST({x} AS BLOB), 1, length(CAST({x} AS BLOB)) - 14)");
+    let head = |x: &str| format!("substr(CAST({x} AS BLOB), -14, -{HEAD_ALL})");
     format!(
         "({} AND {} = {})",
         heartbeat_is_last(new),
