@@ -7,6 +7,7 @@
 #   make bench-adoption        the adoption cost (issue 10's targets) and the pure-SQL actions
 #                              against the functions, on SQLite 3.40 and 3.53
 #   make bench-lookaside       the lookaside the app's cached statements hold, on 3.40 and 3.53
+#   make bench-guard           the lease guard's variants: heartbeats against the app's writes
 #   make bench-concurrency     8 processes x 8 runs x 20 Hz x 30 s (BENCH_CONC_SECS)
 .PHONY: bench bench-concurrency
 CARGO_HOME ?= $(HOME)/.cargo
@@ -34,6 +35,13 @@ $(BUNDLED_SQLITE):
 
 bench-concurrency:
 	$(CARGO) bench --bench bench -- concurrency
+
+# The lease guard's trade-off between heartbeats and the app's own writes:
+# the guard's WHEN rewritten into variants, timed side by side (BENCHMARKS.md).
+.PHONY: bench-guard
+bench-guard: $(LOADABLE) $(BUNDLED_SQLITE)
+	$(PYTHON) benches/py/guard_variants.py $(LOADABLE)
+	LD_LIBRARY_PATH=$(dir $(BUNDLED_SQLITE)) $(PYTHON) benches/py/guard_variants.py $(LOADABLE)
 
 # The lookaside memory the app's cached statements hold, and the writes'
 # small allocations that then go to malloc (BENCHMARKS.md), on both hosts.

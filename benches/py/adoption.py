@@ -18,11 +18,16 @@ Both load the real dist/run_recovery.so.
 Method: every contender runs in the same process, in interleaved rounds (the
 order rotates each round), timed in thread CPU time (time.thread_time: other
 processes on the machine do not count); a figure is the median of the
-per-round ratios. WAL, synchronous=NORMAL, ~600 B of app metadata with the
+per-round ratios. The heartbeat and app-write rows run in BENCH_PROCESSES
+processes one after the other, and their figure is the median of the
+processes' (the figures move more between processes than between the
+rounds of one). WAL, synchronous=NORMAL, ~600 B of app metadata with the
 recovery keys after the app's keys, 3,000 runs (a tenth live) for writes.
 
     /usr/bin/python3 benches/py/adoption.py [LIBRARY]
-    BENCH_ROUNDS (default 21), BENCH_SIZES (default 10000,100000,1000000)
+    BENCH_ROUNDS (default 21), BENCH_PROCESSES (default 9: the heartbeat and
+    app-write rows, each the median of that many processes run one after
+    the other), BENCH_SIZES (default 10000,100000,1000000)
 """
 
 import ctypes
@@ -31,6 +36,7 @@ import os
 import random
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +44,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIB = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "dist", "run_recovery.so")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "21"))
+# The heartbeat and app-write rows run in this many processes, one after the
+# other; each row's figure is the median of theirs (see writes()).
+PROCESSES = int(os.environ.get("BENCH_PROCESSES", "9"))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000,1000000").split(",") if x]
 CACHE = os.path.join(ROOT, "target", "bench-py")
 RUNS, BATCH = 3000, 200
@@ -196,23 +205,50 @@ def ratio(times, a, b):
 
 
 class Table:
+    """Rows of (what, figure, unit, limit); a row with a limit is a target.
+    A row measured in several processes also has its lowest and highest
+    figure, and its figure is their median."""
+
     def __init__(self, host):
         self.host = host
         self.rows = []
 
     def target(self, what, figure, limit, unit="x"):
-        ok = figure <= limit
-        self.rows.append((what, f"{figure:.3f}{unit}" if unit == "x" else f"{figure:.3f} {unit}",
-                          f"<= {limit}{unit if unit == 'x' else ' ' + unit}", "met" if ok else "MISSED"))
+        self.rows.append({"what": what, "figure": figure, "unit": unit, "limit": limit})
 
-    def info(self, what, figure):
-        self.rows.append((what, figure, "", ""))
+    def info(self, what, figure, unit="x"):
+        self.rows.append({"what": what, "figure": figure, "unit": unit, "limit": None})
+
+    def merge(self, runs):
+        """Append the rows of `runs` (one list of rows per process, the same
+        rows in each): each row's median, lowest and highest figure."""
+        for rows in zip(*runs):
+            figs = [r["figure"] for r in rows]
+            row = dict(rows[0], figure=statistics.median(figs), low=min(figs), high=max(figs))
+            self.rows.append(row)
+
+    @staticmethod
+    def num(figure, unit):
+        return f"{figure:.1f}" if unit == "µs" else f"{figure:.3f}"
 
     def print(self):
         print(f"\n== adoption cost on {self.host} ({ROUNDS} rounds, thread CPU time) ==")
-        w = max(len(r[0]) for r in self.rows)
-        for what, fig, limit, verdict in self.rows:
-            print(f"{what:<{w}}  {fig:>12}  {limit:>10}  {verdict}")
+        if any("low" in r for r in self.rows):
+            print(f"(a figure with a range: the median of {PROCESSES} processes, lowest-highest in brackets)")
+        cells = []
+        for r in self.rows:
+            unit = "x" if r["unit"] == "x" else " " + r["unit"]
+            fig = self.num(r["figure"], r["unit"]) + unit
+            if "low" in r:
+                fig += f" ({self.num(r['low'], r['unit'])}-{self.num(r['high'], r['unit'])})"
+            if r["limit"] is None:
+                cells.append((r["what"], fig, "", ""))
+            else:
+                cells.append((r["what"], fig, f"<= {r['limit']}{unit}", "met" if r["figure"] <= r["limit"] else "MISSED"))
+        w = max(len(c[0]) for c in cells)
+        f = max(len(c[1]) for c in cells)
+        for what, fig, limit, verdict in cells:
+            print(f"{what:<{w}}  {fig:>{f}}  {limit:>10}  {verdict}")
 
 
 def loop(db, sql, ids, params, n=BATCH):
@@ -235,13 +271,13 @@ def heartbeats(table, tmp):
         ("run_heartbeat", loop(inst, "SELECT run_heartbeat(?, 1)", ids, lambda r: (r,))),
         ("action", loop(inst, "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)", ids, lambda r: (r,))),
     ], BATCH)
-    table.info("hand-written json_set heartbeat WITHOUT run_recovery", f"{statistics.median(t[0]) * 1e6:.1f} µs")
+    table.info("hand-written json_set heartbeat WITHOUT run_recovery", statistics.median(t[0]) * 1e6, "µs")
     table.target("run_heartbeat(id, lease) / hand-written heartbeat without run_recovery", ratio(t, 2, 0), 1.25)
     table.target("run_heartbeat(id, lease) / hand-written heartbeat, installed", ratio(t, 2, 1), 1.10)
     table.target("action heartbeat / hand-written heartbeat without run_recovery", ratio(t, 3, 0), 1.25)
-    table.info("hand-written heartbeat: installed / without (the triggers' tax)", f"{ratio(t, 1, 0):.3f}x")
+    table.info("hand-written heartbeat: installed / without (the triggers' tax)", ratio(t, 1, 0))
     table.target("action heartbeat / hand-written heartbeat, installed (issue 8)", ratio(t, 3, 1), 1.3)
-    table.info("action heartbeat / run_heartbeat(id, lease)", f"{ratio(t, 3, 2):.3f}x")
+    table.info("action heartbeat / run_heartbeat(id, lease)", ratio(t, 3, 2))
 
     # The app's own writes: read, edit in app code, write back; and a status-only write.
     def rmw(db, ids):
@@ -285,11 +321,11 @@ def heartbeats(table, tmp):
     t = compare([("without", rmw(plain, pids)), ("installed", rmw(inst, ids)), ("floor", rmw(floor, fids))], BATCH)
     table.target("app read-modify-write of its metadata: installed / without", ratio(t, 1, 0), 1.15)
     table.info("  floor: a trigger that only compares the recovery keys of both texts / without",
-               f"{ratio(t, 2, 0):.3f}x")
+               ratio(t, 2, 0))
     t = compare([("without", status_writes(plain, pids)), ("installed", status_writes(inst, ids)),
                  ("floor", status_writes(floor, fids))], BATCH)
     table.target("app status-only write (RUNNING <-> PAUSED): installed / without", ratio(t, 1, 0), 1.05)
-    table.info("  floor: an AFTER UPDATE OF status trigger whose WHEN is 0 / without", f"{ratio(t, 2, 0):.3f}x")
+    table.info("  floor: an AFTER UPDATE OF status trigger whose WHEN is 0 / without", ratio(t, 2, 0))
     floor.close()
 
     # The same two app writes, each batch inside one transaction (as Python's
@@ -304,10 +340,10 @@ def heartbeats(table, tmp):
         return wrapped
     t = compare([("without", in_transaction(plain, rmw(plain, pids))),
                  ("installed", in_transaction(inst, rmw(inst, ids)))], BATCH)
-    table.info("  inside a transaction: read-modify-write", f"{ratio(t, 1, 0):.3f}x")
+    table.info("  inside a transaction: read-modify-write", ratio(t, 1, 0))
     t = compare([("without", in_transaction(plain, status_writes(plain, pids))),
                  ("installed", in_transaction(inst, status_writes(inst, ids)))], BATCH)
-    table.info("  inside a transaction: status-only write", f"{ratio(t, 1, 0):.3f}x")
+    table.info("  inside a transaction: status-only write", ratio(t, 1, 0))
     for db in (plain, inst):
         db.close()
 
@@ -323,9 +359,9 @@ def heartbeats(table, tmp):
         loop(db, hand, rids, lambda r: (now_ms(), r))()
     loop(inst, "SELECT run_heartbeat(?, 1)", ids, lambda r: (r,))()
     t = compare([("without", rmw(plain, pids)), ("installed", rmw(inst, ids))], BATCH)
-    table.info("  with 1,000 lookaside slots on both connections: read-modify-write", f"{ratio(t, 1, 0):.3f}x")
+    table.info("  with 1,000 lookaside slots on both connections: read-modify-write", ratio(t, 1, 0))
     t = compare([("without", status_writes(plain, pids)), ("installed", status_writes(inst, ids))], BATCH)
-    table.info("  with 1,000 lookaside slots on both connections: status-only write", f"{ratio(t, 1, 0):.3f}x")
+    table.info("  with 1,000 lookaside slots on both connections: status-only write", ratio(t, 1, 0))
     for db in (plain, inst):
         db.close()
 
@@ -352,7 +388,7 @@ def resumes(table, tmp):
         ("recover_run", resume("SELECT recover_run(?, 'resume')", ids[:half])),
         ("action", resume("INSERT INTO run_recovery_actions (run_id, action) VALUES (?, 'resume')", ids[half:])),
     ], BATCH // 4)
-    table.info("resume: backdate + action / backdate + recover_run", f"{ratio(t, 1, 0):.3f}x")
+    table.info("resume: backdate + action / backdate + recover_run", ratio(t, 1, 0))
     db.close()
 
 
@@ -415,11 +451,33 @@ def orphans(table):
             inst.close()
 
 
+def writes(table):
+    """The heartbeat and app-write rows, in PROCESSES processes one after the
+    other (each its own databases and 21 rounds), merged into medians: the
+    figures move more between processes than between the rounds of one."""
+    if PROCESSES <= 1:
+        with tempfile.TemporaryDirectory(prefix="run-recovery-adoption-") as tmp:
+            heartbeats(table, tmp)
+        return
+    runs = []
+    for i in range(PROCESSES):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), LIB, "--writes-json"],
+                             check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out))
+        print(f"  writes: process {i + 1} of {PROCESSES} done", file=sys.stderr)
+    table.merge(runs)
+
+
 def main():
     host = f"SQLite {sqlite3.sqlite_version} (Python {sys.version.split()[0]})"
     table = Table(host)
+    if "--writes-json" in sys.argv:
+        with tempfile.TemporaryDirectory(prefix="run-recovery-adoption-") as tmp:
+            heartbeats(table, tmp)
+        print(json.dumps(table.rows))
+        return
+    writes(table)
     with tempfile.TemporaryDirectory(prefix="run-recovery-adoption-") as tmp:
-        heartbeats(table, tmp)
         resumes(table, tmp)
     orphans(table)
     table.print()

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""The lease guard's trade-off between heartbeats and an app's own writes
+(BENCHMARKS.md, "Where issue 10 ends").
+
+The guard (`run_recovery_lease_guard`) first tries a string test that lets a
+write through when it changed only the digits of a last `lastHeartbeat`
+key (every heartbeat), then a JSON test (both texts parsed, the recovery
+keys compared). This script installs run_recovery, rewrites the guard's
+`WHEN` into a few variants, each on its own database, and times a
+hand-written heartbeat and the app's read-modify-write (read, edit in
+Python, write back with `json.dumps`) on each, against the same work on a
+database without run_recovery:
+
+  installed        the guard as install.sql writes it: the string test
+                   starts with a 1-byte test of where the heartbeat's colon
+                   must be (most app writes fail there)
+  no colon test    the string test without that first byte test (the
+                   guard until the eighth session)
+  no string test   the JSON test alone (what an app write pays at least,
+                   and what every heartbeat then pays too)
+  floor            no run_recovery; one trigger with only the JSON test
+
+    /usr/bin/python3 benches/py/guard_variants.py [LIBRARY]
+    LD_LIBRARY_PATH=target/sqlite-bundled /usr/bin/python3 benches/py/guard_variants.py
+    BENCH_PROCESSES (default 5): the median of that many processes
+
+Nothing is asserted: figures are printed (`make bench-guard`).
+"""
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+
+import adoption as a
+
+PROCESSES = int(os.environ.get("BENCH_PROCESSES", "5"))
+META = '"properties_json"'
+# The guard's two branches and the colon test, as install.sql writes them (a change to the
+# generator that moves them makes the script stop, not measure something else).
+STRING_TEST = "    WHEN (substr(CAST(NEW."
+COLON_TEST = f"substr(CAST(NEW.{META} AS BLOB), -15, 1) = X'3A' AND "
+JSON_TEST = "    WHEN NEW."
+
+
+def guard_sql(db):
+    sql = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'run_recovery_lease_guard'").fetchone()[0]
+    if sql.count(STRING_TEST) != 1 or sql.count(JSON_TEST) != 1 or sql.count(COLON_TEST) != 1:
+        raise SystemExit("guard_variants: the lease guard's WHEN no longer has the two branches this script rewrites")
+    return sql
+
+
+def rewrite(db, variant):
+    sql = guard_sql(db)
+    i, j = sql.index(STRING_TEST), sql.index(JSON_TEST)
+    if variant == "no string test":
+        sql = sql[:i] + sql[j:]
+    elif variant == "no colon test":
+        sql = sql.replace(COLON_TEST, "")
+    db.execute("DROP TRIGGER run_recovery_lease_guard")
+    db.execute(sql)
+
+
+def floor_trigger(db):
+    keys = ", ".join(f"'$.{k}'" for k in a.GUARDED_KEYS)
+    db.execute(
+        f"CREATE TRIGGER floor_meta AFTER UPDATE OF {META} ON protocol_runs "
+        f"WHEN NOT (json_valid(NEW.{META}) AND json_valid(OLD.{META}) "
+        f"AND json_extract(NEW.{META}, {keys}) IS json_extract(OLD.{META}, {keys}) "
+        f"AND json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL) BEGIN SELECT 1; END")
+
+
+def heartbeat(db, ids):
+    sql = f"UPDATE protocol_runs SET {META} = json_set({META}, '$.lastHeartbeat', ?) WHERE accession_id = ?"
+    return a.loop(db, sql, ids, lambda r: (a.now_ms(), r))
+
+
+def read_modify_write(db, ids):
+    state = {"i": 0}
+
+    def run():
+        for _ in range(a.BATCH):
+            state["i"] = (state["i"] + 1) % len(ids)
+            rid = ids[state["i"]]
+            text = db.execute("SELECT properties_json FROM protocol_runs WHERE accession_id = ?", (rid,)).fetchone()[0]
+            m = json.loads(text)
+            m["operator"] = random.choice(["ana", "bo", "cy"])
+            db.execute("UPDATE protocol_runs SET properties_json = ? WHERE accession_id = ?", (json.dumps(m), rid))
+    return run
+
+
+VARIANTS = ["installed", "no colon test", "no string test", "floor"]
+
+
+def one_process():
+    """{workload: {variant: ratio to the database without run_recovery}}."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="run-recovery-guard-") as tmp:
+        dbs = [("without",) + a.runs_db(os.path.join(tmp, "without.db"), False)]
+        for v in VARIANTS:
+            db, ids = a.runs_db(os.path.join(tmp, v.replace(" ", "-") + ".db"), v != "floor")
+            if v == "floor":
+                floor_trigger(db)
+            elif v != "installed":
+                rewrite(db, v)
+            dbs.append((v, db, ids))
+        for name, work in (("hand-written heartbeat", heartbeat), ("app read-modify-write", read_modify_write)):
+            t = a.compare([(v, work(db, ids)) for v, db, ids in dbs], a.BATCH)
+            out[name] = {v: a.ratio(t, k + 1, 0) for k, v in enumerate(VARIANTS)}
+        for _, db, _ in dbs:
+            db.close()
+    return out
+
+
+def main():
+    if "--json" in sys.argv:
+        print(json.dumps(one_process()))
+        return
+    runs = []
+    for _ in range(PROCESSES):
+        res = subprocess.run([sys.executable, os.path.abspath(__file__), a.LIB, "--json"],
+                             check=True, capture_output=True, text=True)
+        runs.append(json.loads(res.stdout))
+    print(f"\n== the lease guard's variants on SQLite {sqlite3.sqlite_version}: installed / without run_recovery "
+          f"(median of {PROCESSES} processes, lowest-highest) ==")
+    print(f"{'':<24}" + "".join(f"{v:>24}" for v in VARIANTS))
+    for work in runs[0]:
+        cells = []
+        for v in VARIANTS:
+            figs = sorted(r[work][v] for r in runs)
+            cells.append(f"{figs[len(figs) // 2]:.3f} ({figs[0]:.3f}-{figs[-1]:.3f})")
+        print(f"{work:<24}" + "".join(f"{c:>24}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()
