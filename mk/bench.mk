@@ -42,6 +42,8 @@ bench-concurrency:
 bench-guard: $(LOADABLE) $(BUNDLED_SQLITE)
 	$(PYTHON) benches/py/guard_variants.py $(LOADABLE)
 	LD_LIBRARY_PATH=$(dir $(BUNDLED_SQLITE)) $(PYTHON) benches/py/guard_variants.py $(LOADABLE)
+	BENCH_LOOKASIDE=0 LD_LIBRARY_PATH=$(dir $(BUNDLED_SQLITE)) $(PYTHON) benches/py/guard_variants.py $(LOADABLE)
+	BENCH_LOOKASIDE=1000 LD_LIBRARY_PATH=$(dir $(BUNDLED_SQLITE)) $(PYTHON) benches/py/guard_variants.py $(LOADABLE)
 
 # The lookaside memory the app's cached statements hold, and the writes'
 # small allocations that then go to malloc (BENCHMARKS.md), on both hosts.

@@ -89,18 +89,20 @@ def fresh(path):
             os.remove(path + s)
 
 
-def open_db(path, lookaside=False):
+def open_db(path, lookaside=None):
+    """A connection in WAL mode; `lookaside`, if not None, is its number of
+    lookaside slots (see set_lookaside), else SQLite's default."""
     db = sqlite3.connect(path, isolation_level=None)
-    if lookaside:
-        more_lookaside(db, path)
+    if lookaside is not None:
+        set_lookaside(db, path, lookaside)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
 
 
-def more_lookaside(db, path):
-    """Give the connection 1,000 lookaside slots of 1,200 bytes (SQLite's
-    default is 48 kB in all). The Python module has no call for it, so this
+def set_lookaside(db, path, slots):
+    """Give the connection `slots` lookaside slots of 1,200 bytes (0: no
+    lookaside; SQLite's default is 48 kB in all). The Python module has no call for it, so this
     reaches the connection's sqlite3 pointer (CPython 3's Connection object
     starts with it after its object header) and checks it is this
     connection's before calling sqlite3_db_config(SQLITE_DBCONFIG_LOOKASIDE)."""
@@ -110,13 +112,13 @@ def more_lookaside(db, path):
     # No statement may run first: SQLite refuses to resize lookaside while
     # any of it is in use (a statement in Python's cache holds some).
     if lib.sqlite3_db_filename(ctypes.c_void_p(ptr), b"main").decode() != os.path.realpath(path):
-        raise RuntimeError("more_lookaside: not this connection's sqlite3 pointer")
-    rc = lib.sqlite3_db_config(ctypes.c_void_p(ptr), 1001, None, ctypes.c_int(1200), ctypes.c_int(1000))
+        raise RuntimeError("set_lookaside: not this connection's sqlite3 pointer")
+    rc = lib.sqlite3_db_config(ctypes.c_void_p(ptr), 1001, None, ctypes.c_int(1200), ctypes.c_int(slots))
     if rc != 0:
-        raise RuntimeError(f"more_lookaside: sqlite3_db_config returned {rc}")
+        raise RuntimeError(f"set_lookaside: sqlite3_db_config returned {rc}")
 
 
-def runs_db(path, installed, lookaside=False):
+def runs_db(path, installed, lookaside=None):
     """RUNS runs, a tenth live (RUNNING), recovery keys after the app's. On
     an installed database the runs are inserted after install, as an app's
     runs are, so they go live through the stamp trigger."""
@@ -353,8 +355,8 @@ def heartbeats(table, tmp):
     # SQLite's default lookaside (48 kB) is full once a few are cached: the
     # installed connection's small allocations then go to malloc, the plain
     # one's do not (BENCHMARKS.md, "Where the rest goes").
-    plain, pids = runs_db(os.path.join(tmp, "plain-la.db"), False, lookaside=True)
-    inst, ids = runs_db(os.path.join(tmp, "installed-la.db"), True, lookaside=True)
+    plain, pids = runs_db(os.path.join(tmp, "plain-la.db"), False, lookaside=1000)
+    inst, ids = runs_db(os.path.join(tmp, "installed-la.db"), True, lookaside=1000)
     for db, rids in ((plain, pids), (inst, ids)):
         loop(db, hand, rids, lambda r: (now_ms(), r))()
     loop(inst, "SELECT run_heartbeat(?, 1)", ids, lambda r: (r,))()

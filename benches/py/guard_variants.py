@@ -23,6 +23,10 @@ database without run_recovery:
     /usr/bin/python3 benches/py/guard_variants.py [LIBRARY]
     LD_LIBRARY_PATH=target/sqlite-bundled /usr/bin/python3 benches/py/guard_variants.py
     BENCH_PROCESSES (default 5): the median of that many processes
+    BENCH_LOOKASIDE: every connection's lookaside slots (0: none; unset:
+    SQLite's default, 48 kB). On 3.53 the installed connection's default
+    lookaside is full of its cached statements' trigger programs, and the
+    app write's small allocations go to malloc (BENCHMARKS.md).
 
 Nothing is asserted: figures are printed (`make bench-guard`).
 """
@@ -38,6 +42,7 @@ import tempfile
 import adoption as a
 
 PROCESSES = int(os.environ.get("BENCH_PROCESSES", "5"))
+LOOKASIDE = int(os.environ["BENCH_LOOKASIDE"]) if os.environ.get("BENCH_LOOKASIDE") else None
 META = '"properties_json"'
 # The guard's two branches and the colon test, as install.sql writes them (a change to the
 # generator that moves them makes the script stop, not measure something else).
@@ -99,9 +104,9 @@ def one_process():
     """{workload: {variant: ratio to the database without run_recovery}}."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="run-recovery-guard-") as tmp:
-        dbs = [("without",) + a.runs_db(os.path.join(tmp, "without.db"), False)]
+        dbs = [("without",) + a.runs_db(os.path.join(tmp, "without.db"), False, LOOKASIDE)]
         for v in VARIANTS:
-            db, ids = a.runs_db(os.path.join(tmp, v.replace(" ", "-") + ".db"), v != "floor")
+            db, ids = a.runs_db(os.path.join(tmp, v.replace(" ", "-") + ".db"), v != "floor", LOOKASIDE)
             if v == "floor":
                 floor_trigger(db)
             elif v != "installed":
@@ -124,8 +129,9 @@ def main():
         res = subprocess.run([sys.executable, os.path.abspath(__file__), a.LIB, "--json"],
                              check=True, capture_output=True, text=True)
         runs.append(json.loads(res.stdout))
-    print(f"\n== the lease guard's variants on SQLite {sqlite3.sqlite_version}: installed / without run_recovery "
-          f"(median of {PROCESSES} processes, lowest-highest) ==")
+    slots = "SQLite's default lookaside" if LOOKASIDE is None else f"{LOOKASIDE} lookaside slots"
+    print(f"\n== the lease guard's variants on SQLite {sqlite3.sqlite_version}, {slots}: installed / without "
+          f"run_recovery (median of {PROCESSES} processes, lowest-highest) ==")
     print(f"{'':<24}" + "".join(f"{v:>24}" for v in VARIANTS))
     for work in runs[0]:
         cells = []
