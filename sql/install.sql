@@ -64,7 +64,7 @@ BEGIN
 END;
 CREATE TRIGGER run_recovery_lease_guard AFTER UPDATE OF "properties_json" ON "protocol_runs"
 WHEN CASE
-    WHEN (substr(CAST(NEW."properties_json" AS BLOB), -15, 1) = X'3A' AND CAST(substr(CAST(NEW."properties_json" AS BLOB), -30) AS TEXT) GLOB '"lastHeartbeat":[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]}' AND substr(CAST(NEW."properties_json" AS BLOB), -14, -2147483647) = substr(CAST(OLD."properties_json" AS BLOB), -14, -2147483647)) THEN 0
+    WHEN (CAST(substr(CAST(NEW."properties_json" AS BLOB), -30) AS TEXT) GLOB '"lastHeartbeat":[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]}' AND substr(CAST(NEW."properties_json" AS BLOB), -14, -2147483647) = substr(CAST(OLD."properties_json" AS BLOB), -14, -2147483647)) THEN 0
     WHEN NEW."properties_json" IS NOT NULL AND json_valid(NEW."properties_json") AND json_valid(OLD."properties_json") AND json_extract(NEW."properties_json", '$.lease', '$.resumes', '$.checkpointStep', '$.checkpointState', '$.dismissedHeartbeat', '$.recoveryLog') IS json_extract(OLD."properties_json", '$.lease', '$.resumes', '$.checkpointStep', '$.checkpointState', '$.dismissedHeartbeat', '$.recoveryLog') AND (json_type(NEW."properties_json", '$.lastHeartbeat') IS NOT NULL OR json_type(OLD."properties_json", '$.lastHeartbeat') IS NULL) THEN 0
     ELSE 1
   END

@@ -1,8 +1,8 @@
 //! Where the lease guard's `WHEN` ends for a write (`run_recovery_lease_guard`
 //! in sql/install.sql): a heartbeat ends at the string test, before any JSON
-//! function; an app write whose text has no colon where a last heartbeat's
-//! would be ends the string test at that one byte and goes on to the JSON
-//! test (one whose colon is there goes on to the tail, then the head). Both are speed, not results (every write here is let through
+//! function; an app write whose text does not end like a last heartbeat
+//! leaves the string test at that tail, before comparing the two heads, and
+//! goes on to the JSON test; one that ends like a heartbeat compares heads. Both are speed, not results (every write here is let through
 //! unchanged), so they are read from SQLite's count of virtual-machine steps:
 //! the same prepared `UPDATE` writes every text over the same stored
 //! metadata, so its steps differ only by where the guard's `WHEN` stopped.
@@ -18,14 +18,14 @@ const BEFORE: &str =
 const HEARTBEAT: &str =
     r#"{"operator":"ana","lease":1,"checkpointStep":3,"lastHeartbeat":1700000000001}"#;
 /// An app key changed, compact JSON: the string test runs to its end (the
-/// colon and the tail are a heartbeat's; the heads differ).
+/// tail is a heartbeat's; the heads differ).
 const COMPACT_EDIT: &str =
     r#"{"operator":"bob","lease":1,"checkpointStep":3,"lastHeartbeat":1700000000000}"#;
-/// An app key added after the heartbeat, compact: the colon is where a last
-/// heartbeat's would be, the tail is not a heartbeat's.
+/// An app key added after the heartbeat, compact: the tail is not a
+/// heartbeat's, though its colon is where a heartbeat's would be.
 const OTHER_LAST: &str = r#"{"operator":"ana","lease":1,"checkpointStep":3,"lastHeartbeat":1700000000000,"zz":1700000000000}"#;
 /// An app key changed, written as Python's `json.dumps` writes: a space
-/// after every colon, so no colon 15 bytes from the end.
+/// after every colon, so its tail is not a heartbeat's.
 const SPACED_EDIT: &str =
     r#"{"operator": "bob", "lease": 1, "checkpointStep": 3, "lastHeartbeat": 1700000000000}"#;
 
@@ -48,7 +48,7 @@ fn steps(conn: &Connection, text: &str) -> (i32, String) {
 }
 
 #[test]
-fn a_heartbeat_ends_at_the_string_test_and_a_spaced_app_write_at_its_first_byte() {
+fn a_heartbeat_ends_at_the_string_test_and_an_app_write_at_its_tail_or_head() {
     let conn = installed();
     add_run(&conn, "r", "running", Some("{}"));
     let (heartbeat, left) = steps(&conn, HEARTBEAT);
@@ -64,10 +64,10 @@ fn a_heartbeat_ends_at_the_string_test_and_a_spaced_app_write_at_its_first_byte(
         heartbeat < spaced,
         "heartbeat {heartbeat} steps, spaced app write {spaced}"
     );
-    // Each app write went on to the JSON test from a later point of the
-    // string test: the colon byte, the tail, the head.
+    // Both app writes whose tail is not a heartbeat's left the string test
+    // before the heads, which the compact edit compared.
     assert!(
-        spaced < other_last && other_last < compact,
+        spaced < compact && other_last < compact,
         "steps: spaced {spaced}, another key last {other_last}, compact {compact}"
     );
     // Steps are counted per statement: the same write again counts the same.

@@ -141,24 +141,14 @@ const HEAD_ALL: i64 = 2_147_483_647;
 /// do, whatever the rest of the text holds (if OLD is not valid JSON, NEW is
 /// equally not, and both triggers leave such metadata alone anyway).
 ///
-/// It starts with the one byte where the heartbeat's colon must be (15th
-/// from the end): a write that is not a heartbeat mostly fails there, with a
-/// 1-byte `substr`, before the 30-byte tail is turned into text for `GLOB`.
-/// An app that writes JSON with a space after each colon (Python's
-/// `json.dumps`) always fails there. On SQLite 3.40 that took the app's
-/// read-modify-write from 1.152 to 1.140 of the same write without
-/// run_recovery (the floor of any guard that reads the recovery keys is
-/// 1.134), for 1.086 → 1.091 on a hand-written heartbeat (`make
-/// bench-guard`, medians of 9 processes).
-///
 /// A text's head (all but its last 14 bytes) is `substr` with a negative
 /// length, "the bytes before the 14th from the end", which needs no
 /// `length` call (SQLite 3.40 and 3.53 alike; a text under 14 bytes has an
-/// empty head, and the tail test needs 30).
+/// empty head, and the tail test above needs 30).
 fn only_heartbeat_changed(new: &str, old: &str) -> String {
     let head = |x: &str| format!("substr(CAST({x} AS BLOB), -14, -{HEAD_ALL})");
     format!(
-        "(substr(CAST({new} AS BLOB), -15, 1) = X'3A' AND {} AND {} = {})",
+        "({} AND {} = {})",
         heartbeat_is_last(new),
         head(new),
         head(old)
