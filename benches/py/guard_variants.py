@@ -19,10 +19,15 @@ run_recovery (for the action: the hand-written heartbeat there):
   no string test   the JSON test alone (what an app write pays at least,
                    and what every heartbeat then pays too)
   floor            no run_recovery; one trigger with only the JSON test
+  sorts after first  (only when named in BENCH_VARIANTS) the string test
+                   behind NEW > OLD: a heartbeat that moves forward sorts
+                   after the old text
 
     /usr/bin/python3 benches/py/guard_variants.py [LIBRARY]
     LD_LIBRARY_PATH=target/sqlite-bundled /usr/bin/python3 benches/py/guard_variants.py
     BENCH_PROCESSES (default 5): the median of that many processes
+    BENCH_VARIANTS: the columns, comma-separated (default: installed,colon
+    first,no string test,floor)
     BENCH_LOOKASIDE: every connection's lookaside slots (0: none; unset:
     SQLite's default, 48 kB). On 3.53 the installed connection's default
     lookaside is full of its cached statements' trigger programs, and the
@@ -63,6 +68,8 @@ def rewrite(db, variant):
     i, j = sql.index(STRING_TEST), sql.index(JSON_TEST)
     if variant == "no string test":
         sql = sql[:i] + sql[j:]
+    elif variant == "sorts after first":
+        sql = sql[:i] + f"    WHEN (NEW.{META} > OLD.{META} AND " + sql[i + len("    WHEN ("):]
     elif variant == "colon first":
         sql = sql[:i] + "    WHEN (" + COLON_TEST + sql[i + len("    WHEN ("):]
     db.execute("DROP TRIGGER run_recovery_lease_guard")
@@ -107,7 +114,7 @@ def read_modify_write(db, ids):
     return run
 
 
-VARIANTS = ["installed", "colon first", "no string test", "floor"]
+VARIANTS = os.environ.get("BENCH_VARIANTS", "installed,colon first,no string test,floor").split(",")
 
 
 def one_process():
