@@ -263,6 +263,23 @@ def loop(db, sql, ids, params, n=BATCH):
     return run
 
 
+def read_modify_write(db, ids):
+    """BATCH of the app's own metadata writes: read the text, edit a key in
+    Python, write it back with json.dumps (which puts a space after every
+    colon and comma)."""
+    state = {"i": 0}
+
+    def run():
+        for _ in range(BATCH):
+            state["i"] = (state["i"] + 1) % len(ids)
+            rid = ids[state["i"]]
+            text = db.execute("SELECT properties_json FROM protocol_runs WHERE accession_id = ?", (rid,)).fetchone()[0]
+            m = json.loads(text)
+            m["operator"] = random.choice(["ana", "bo", "cy"])
+            db.execute("UPDATE protocol_runs SET properties_json = ? WHERE accession_id = ?", (json.dumps(m), rid))
+    return run
+
+
 def heartbeats(table, tmp):
     plain, pids = runs_db(os.path.join(tmp, "plain.db"), False)
     inst, ids = runs_db(os.path.join(tmp, "installed.db"), True)
@@ -282,18 +299,7 @@ def heartbeats(table, tmp):
     table.info("action heartbeat / run_heartbeat(id, lease)", ratio(t, 3, 2))
 
     # The app's own writes: read, edit in app code, write back; and a status-only write.
-    def rmw(db, ids):
-        state = {"i": 0}
-
-        def run():
-            for _ in range(BATCH):
-                state["i"] = (state["i"] + 1) % len(ids)
-                rid = ids[state["i"]]
-                text = db.execute("SELECT properties_json FROM protocol_runs WHERE accession_id = ?", (rid,)).fetchone()[0]
-                m = json.loads(text)
-                m["operator"] = random.choice(["ana", "bo", "cy"])
-                db.execute("UPDATE protocol_runs SET properties_json = ? WHERE accession_id = ?", (json.dumps(m), rid))
-        return run
+    rmw = read_modify_write
 
     def status_writes(db, ids):
         state = {"i": 0, "k": 0}

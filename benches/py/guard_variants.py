@@ -38,7 +38,6 @@ Nothing is asserted: figures are printed (`make bench-guard`).
 
 import json
 import os
-import random
 import sqlite3
 import subprocess
 import sys
@@ -100,20 +99,6 @@ def action_heartbeat(db, ids):
     return a.loop(db, sql, ids, lambda r: (r,))
 
 
-def read_modify_write(db, ids):
-    state = {"i": 0}
-
-    def run():
-        for _ in range(a.BATCH):
-            state["i"] = (state["i"] + 1) % len(ids)
-            rid = ids[state["i"]]
-            text = db.execute("SELECT properties_json FROM protocol_runs WHERE accession_id = ?", (rid,)).fetchone()[0]
-            m = json.loads(text)
-            m["operator"] = random.choice(["ana", "bo", "cy"])
-            db.execute("UPDATE protocol_runs SET properties_json = ? WHERE accession_id = ?", (json.dumps(m), rid))
-    return run
-
-
 VARIANTS = os.environ.get("BENCH_VARIANTS", "installed,colon first,no string test,floor").split(",")
 
 
@@ -130,7 +115,7 @@ def one_process():
                 rewrite(db, v)
             dbs.append((v, db, ids))
         for name, work in (("hand-written heartbeat", heartbeat), ("action heartbeat", action_heartbeat),
-                           ("app read-modify-write", read_modify_write)):
+                           ("app read-modify-write", a.read_modify_write)):
             runs = [(v, db, ids) for v, db, ids in dbs if name != "action heartbeat" or v != "floor"]
             t = a.compare([(v, work(db, ids)) for v, db, ids in runs], a.BATCH)
             out[name] = {v: a.ratio(t, k, 0) for k, (v, _, _) in enumerate(runs) if k > 0}
