@@ -178,6 +178,15 @@ startButton.addEventListener('click', async () => {
   }
 });
 
+// Another tab is in the middle of a write ("opfs" VFS: one writer at a time,
+// and the worker's own retries gave up): say so and try again, for a while.
+const BUSY_TRIES = 30;
+const busy = (e) => /SQLITE_BUSY|database is locked/i.test(String(e?.message));
+async function waitBusy() {
+  statusLine.textContent = 'Another tab is writing to the database; trying again…';
+  await new Promise((r) => setTimeout(r, 1000));
+}
+
 async function main() {
   $('protocol-desc').textContent = `${config.steps} steps of ${config.stepMs / 1000} s each; a checkpoint after every step. ` +
     `A run that stops sending heartbeats for ${config.thresholdMs / 1000} s is offered for recovery.`;
@@ -189,6 +198,10 @@ async function main() {
     } catch (e) {
       if (e.code === 'locked' && attempt < 3) {
         await new Promise((r) => setTimeout(r, 500 * attempt)); // a reloaded tab's old worker may still hold it
+        continue;
+      }
+      if (busy(e) && attempt < BUSY_TRIES) {
+        await waitBusy();
         continue;
       }
       if (e.code === 'locked') {
@@ -207,7 +220,16 @@ async function main() {
     }
   }
   $('foot').textContent = `SQLite ${info.sqliteVersion} · VFS ${info.vfs} · ${info.file}`;
-  const s = (await refresh({ offer: true })) ?? { orphans: [] };
+  let s;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      s = (await refresh({ offer: true })) ?? { orphans: [] };
+      break;
+    } catch (e) {
+      if (!busy(e) || attempt >= BUSY_TRIES) throw e;
+      await waitBusy();
+    }
+  }
   setState('idle');
   startButton.disabled = false;
   statusLine.textContent = s.orphans.length ? 'Interrupted runs found: decide what happens to them.' : 'Ready. No interrupted runs.';

@@ -22,6 +22,8 @@ function locked(e) {
 
 async function open({ vfs }) {
   sqlite3 ??= await sqlite3InitModule({ print: () => {}, printErr: (...a) => console.error(...a) });
+  db?.close(); // an earlier try that failed after opening (a busy install)
+  db = null;
   if (vfs === 'opfs-sahpool') {
     let pool;
     try {
@@ -37,7 +39,10 @@ async function open({ vfs }) {
     }
   } else if (vfs === 'opfs') {
     if (!sqlite3.oo1.OpfsDb) throw new Error('OPFS is not available here: the "opfs" VFS needs a Worker, SharedArrayBuffer and the COOP/COEP headers (serve with `make web-demo`)');
-    db = new sqlite3.oo1.OpfsDb(DB_FILE, 'c');
+    // opfs-unlock-asap: the VFS lets go of the file after each operation,
+    // not after 150 ms idle, so a tab that is frozen (or stopped in the
+    // debugger) between two steps does not keep every other tab out.
+    db = new sqlite3.oo1.OpfsDb(`file:${DB_FILE}?opfs-unlock-asap=1`, 'c');
   } else {
     throw new Error(`unknown vfs ${vfs}: opfs or opfs-sahpool`);
   }

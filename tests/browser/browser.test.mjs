@@ -262,17 +262,40 @@ test('a live run is never offered: not to a second page while it runs, not after
   await b.close();
 }));
 
+/**
+ * Freezes a page between two of its worker's writes. A freeze that lands
+ * inside a write leaves the OPFS file held by a stopped worker, so no other
+ * tab can read it until the page thaws (a different case from this test's,
+ * and one the browser's own freezing avoids for pages that hold locks): if
+ * `probe`, a page that scans every second, makes no two scans in 5 s, thaw
+ * and freeze again. Returns the number of freezes it took.
+ */
+async function freezeBetweenWrites(cdp, probe) {
+  for (let attempt = 1; ; attempt++) {
+    await cdp.send('Page.setWebLifecycleState', { state: 'frozen' });
+    const scans = await probe.evaluate(() => Number(document.body.dataset.scans ?? 0));
+    try {
+      await until(probe, (n) => Number(document.body.dataset.scans ?? 0) >= n + 2, { timeout: 5000, arg: scans });
+      return attempt;
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      console.error(`# froze inside a write (try ${attempt}): thawing, freezing again`);
+      await cdp.send('Page.setWebLifecycleState', { state: 'active' });
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
 test('the zombie: a frozen page whose run is resumed elsewhere wakes up, its writes are refused and it stops with a message', () => scoped(async () => {
   const b = await launch(profileDir('zombie'));
   const params = { threshold_ms: 2000, step_ms: 400, steps: 10 };
   const zombie = await openExample(b.context, URL_, params);
   const runId = await startAndReach(zombie, 2);
-  const cdp = await b.context.newCDPSession(zombie);
-  await cdp.send('Page.setWebLifecycleState', { state: 'frozen' }); // its worker stops too: no steps, no heartbeats
-
-  // Two other tabs: both end up offering the orphan.
+  // Two other tabs, open while it runs: both end up offering the orphan.
   const rescuer = await openExample(b.context, URL_, params);
   const late = await openExample(b.context, URL_, params);
+  const cdp = await b.context.newCDPSession(zombie);
+  await freezeBetweenWrites(cdp, rescuer); // its worker stops too: no steps, no heartbeats
   await dialogOf(rescuer).waitFor({ timeout: 15000 });
   await dialogOf(late).waitFor({ timeout: 15000 });
   const frozenAt = await runRow(rescuer, runId);
