@@ -22,6 +22,9 @@ run_recovery (for the action: the hand-written heartbeat there):
   sorts after first  (only when named in BENCH_VARIANTS) the string test
                    behind NEW > OLD: a heartbeat that moves forward sorts
                    after the old text
+  heartbeat in the extract  (only when named) the JSON test reads
+                   lastHeartbeat in its json_extract with the recovery keys
+                   instead of two json_type calls
 
     /usr/bin/python3 benches/py/guard_variants.py [LIBRARY]
     LD_LIBRARY_PATH=target/sqlite-bundled /usr/bin/python3 benches/py/guard_variants.py
@@ -69,6 +72,12 @@ def rewrite(db, variant):
         sql = sql[:i] + sql[j:]
     elif variant == "sorts after first":
         sql = sql[:i] + f"    WHEN (NEW.{META} > OLD.{META} AND " + sql[i + len("    WHEN ("):]
+    elif variant == "heartbeat in the extract":
+        old = f"'$.recoveryLog') AND (json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL OR json_type(OLD.{META}, '$.lastHeartbeat') IS NULL) THEN 0"
+        if sql.count(old) != 1:
+            raise SystemExit("guard_variants: the JSON test's heartbeat clause moved")
+        sql = sql.replace("'$.recoveryLog')", "'$.recoveryLog', '$.lastHeartbeat')").replace(
+            f" AND (json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL OR json_type(OLD.{META}, '$.lastHeartbeat') IS NULL) THEN 0", " THEN 0")
     elif variant == "colon first":
         sql = sql[:i] + "    WHEN (" + COLON_TEST + sql[i + len("    WHEN ("):]
     db.execute("DROP TRIGGER run_recovery_lease_guard")
@@ -136,7 +145,7 @@ def main():
     slots = "SQLite's default lookaside" if LOOKASIDE is None else f"{LOOKASIDE} lookaside slots"
     print(f"\n== the lease guard's variants on SQLite {sqlite3.sqlite_version}, {slots}: installed / without "
           f"run_recovery (median of {PROCESSES} processes, lowest-highest) ==")
-    print(f"{'':<24}" + "".join(f"{v:>24}" for v in VARIANTS))
+    print(f"{'':<24}" + "".join(f"{v:>27}" for v in VARIANTS))
     for work in runs[0]:
         cells = []
         for v in VARIANTS:
@@ -145,7 +154,7 @@ def main():
                 continue
             figs = sorted(r[work][v] for r in runs)
             cells.append(f"{figs[len(figs) // 2]:.3f} ({figs[0]:.3f}-{figs[-1]:.3f})")
-        print(f"{work:<24}" + "".join(f"{c:>24}" for c in cells))
+        print(f"{work:<24}" + "".join(f"{c:>27}" for c in cells))
 
 
 if __name__ == "__main__":
