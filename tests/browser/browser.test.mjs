@@ -265,10 +265,11 @@ test('a live run is never offered: not to a second page while it runs, not after
 /**
  * Freezes a page between two of its worker's writes. A freeze that lands
  * inside a write leaves the OPFS file held by a stopped worker, so no other
- * tab can read it until the page thaws (a different case from this test's,
- * and one the browser's own freezing avoids for pages that hold locks): if
- * `probe`, a page that scans every second, makes no two scans in 5 s, thaw
- * and freeze again. Returns the number of freezes it took.
+ * tab can read it until the page thaws: a different case from this test's
+ * (Chrome's own freezing spares a page that holds a Web Lock another page
+ * waits for, but an OPFS access handle is not one). If `probe`, a page that
+ * scans every second, makes no two scans in 5 s, thaw and freeze again.
+ * Returns the number of freezes it took.
  */
 async function freezeBetweenWrites(cdp, probe) {
   for (let attempt = 1; ; attempt++) {
