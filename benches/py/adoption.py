@@ -53,6 +53,10 @@ RUNS, BATCH = 3000, 200
 LIVE = ["preparing", "running", "pausing", "paused", "resuming", "canceling", "intervening", "requires_intervention"]
 SPELLINGS = [v for s in LIVE for v in (s, s.upper(), s[0].upper() + s[1:])]
 IN_LIVE = ", ".join(f"'{s}'" for s in SPELLINGS)
+# The app's hand-written heartbeat, and the pure-SQL heartbeat action.
+HAND_HEARTBEAT = ("UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?) "
+                  "WHERE accession_id = ?")
+ACTION_HEARTBEAT = "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)"
 # The keys the lease guard compares between the old and the new metadata.
 GUARDED_KEYS = ["lease", "resumes", "checkpointStep", "checkpointState", "dismissedHeartbeat", "recoveryLog"]
 NOTES = ("Serial dilution across columns 1-12, mix 3x at 50 uL, change tips between columns; "
@@ -263,6 +267,31 @@ def loop(db, sql, ids, params, n=BATCH):
     return run
 
 
+def floor_meta_trigger(db):
+    """The metadata floor: one trigger that does only what any guard reading
+    the recovery keys out of the old and the new metadata must (both texts
+    validated, the recovery keys of each read with one json_extract, the new
+    heartbeat's presence); its body never runs for the benchmark's writes."""
+    meta, keys = '"properties_json"', ", ".join(f"'$.{k}'" for k in GUARDED_KEYS)
+    db.execute(
+        f"CREATE TRIGGER floor_meta AFTER UPDATE OF {meta} ON protocol_runs "
+        f"WHEN NOT (json_valid(NEW.{meta}) AND json_valid(OLD.{meta}) "
+        f"AND json_extract(NEW.{meta}, {keys}) IS json_extract(OLD.{meta}, {keys}) "
+        f"AND json_type(NEW.{meta}, '$.lastHeartbeat') IS NOT NULL) BEGIN SELECT 1; END")
+
+
+def in_processes(script, flag, n):
+    """Runs `script LIB flag` n times, one after the other, and returns what
+    each printed on stdout, read as JSON."""
+    runs = []
+    for i in range(n):
+        out = subprocess.run([sys.executable, os.path.abspath(script), LIB, flag],
+                             check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out))
+        print(f"  {os.path.basename(script)}: process {i + 1} of {n} done", file=sys.stderr)
+    return runs
+
+
 def read_modify_write(db, ids):
     """BATCH of the app's own metadata writes: read the text, edit a key in
     Python, write it back with json.dumps (which puts a space after every
@@ -283,12 +312,12 @@ def read_modify_write(db, ids):
 def heartbeats(table, tmp):
     plain, pids = runs_db(os.path.join(tmp, "plain.db"), False)
     inst, ids = runs_db(os.path.join(tmp, "installed.db"), True)
-    hand = "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?) WHERE accession_id = ?"
+    hand = HAND_HEARTBEAT
     t = compare([
         ("hand, without", loop(plain, hand, pids, lambda r: (now_ms(), r))),
         ("hand, installed", loop(inst, hand, ids, lambda r: (now_ms(), r))),
         ("run_heartbeat", loop(inst, "SELECT run_heartbeat(?, 1)", ids, lambda r: (r,))),
-        ("action", loop(inst, "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)", ids, lambda r: (r,))),
+        ("action", loop(inst, ACTION_HEARTBEAT, ids, lambda r: (r,))),
     ], BATCH)
     table.info("hand-written json_set heartbeat WITHOUT run_recovery", statistics.median(t[0]) * 1e6, "µs")
     table.target("run_heartbeat(id, lease) / hand-written heartbeat without run_recovery", ratio(t, 2, 0), 1.25)
@@ -319,12 +348,7 @@ def heartbeats(table, tmp):
     # program at all). Its WHEN is false for these writes, so its body never
     # runs.
     floor, fids = runs_db(os.path.join(tmp, "floor.db"), False)
-    meta, keys = '"properties_json"', ", ".join(f"'$.{k}'" for k in GUARDED_KEYS)
-    floor.execute(
-        f"CREATE TRIGGER floor_meta AFTER UPDATE OF {meta} ON protocol_runs "
-        f"WHEN NOT (json_valid(NEW.{meta}) AND json_valid(OLD.{meta}) "
-        f"AND json_extract(NEW.{meta}, {keys}) IS json_extract(OLD.{meta}, {keys}) "
-        f"AND json_type(NEW.{meta}, '$.lastHeartbeat') IS NOT NULL) BEGIN SELECT 1; END")
+    floor_meta_trigger(floor)
     floor.execute("CREATE TRIGGER floor_status AFTER UPDATE OF status ON protocol_runs WHEN 0 BEGIN SELECT 1; END")
     t = compare([("without", rmw(plain, pids)), ("installed", rmw(inst, ids)), ("floor", rmw(floor, fids))], BATCH)
     table.target("app read-modify-write of its metadata: installed / without", ratio(t, 1, 0), 1.15)
@@ -467,13 +491,7 @@ def writes(table):
         with tempfile.TemporaryDirectory(prefix="run-recovery-adoption-") as tmp:
             heartbeats(table, tmp)
         return
-    runs = []
-    for i in range(PROCESSES):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), LIB, "--writes-json"],
-                             check=True, capture_output=True, text=True).stdout
-        runs.append(json.loads(out))
-        print(f"  writes: process {i + 1} of {PROCESSES} done", file=sys.stderr)
-    table.merge(runs)
+    table.merge(in_processes(__file__, "--writes-json", PROCESSES))
 
 
 def main():

@@ -42,7 +42,7 @@ Nothing is asserted: figures are printed (`make bench-guard`).
 import json
 import os
 import sqlite3
-import subprocess
+import statistics
 import sys
 import tempfile
 
@@ -73,29 +73,19 @@ def rewrite(db, variant):
     elif variant == "sorts after first":
         sql = sql[:i] + f"    WHEN (NEW.{META} > OLD.{META} AND " + sql[i + len("    WHEN ("):]
     elif variant == "heartbeat in the extract":
-        old = f"'$.recoveryLog') AND (json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL OR json_type(OLD.{META}, '$.lastHeartbeat') IS NULL) THEN 0"
-        if sql.count(old) != 1:
+        clause = (f" AND (json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL "
+                  f"OR json_type(OLD.{META}, '$.lastHeartbeat') IS NULL) THEN 0")
+        if sql.count("'$.recoveryLog')" + clause) != 1:
             raise SystemExit("guard_variants: the JSON test's heartbeat clause moved")
-        sql = sql.replace("'$.recoveryLog')", "'$.recoveryLog', '$.lastHeartbeat')").replace(
-            f" AND (json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL OR json_type(OLD.{META}, '$.lastHeartbeat') IS NULL) THEN 0", " THEN 0")
+        sql = sql.replace(clause, " THEN 0").replace("'$.recoveryLog')", "'$.recoveryLog', '$.lastHeartbeat')")
     elif variant == "colon first":
         sql = sql[:i] + "    WHEN (" + COLON_TEST + sql[i + len("    WHEN ("):]
     db.execute("DROP TRIGGER run_recovery_lease_guard")
     db.execute(sql)
 
 
-def floor_trigger(db):
-    keys = ", ".join(f"'$.{k}'" for k in a.GUARDED_KEYS)
-    db.execute(
-        f"CREATE TRIGGER floor_meta AFTER UPDATE OF {META} ON protocol_runs "
-        f"WHEN NOT (json_valid(NEW.{META}) AND json_valid(OLD.{META}) "
-        f"AND json_extract(NEW.{META}, {keys}) IS json_extract(OLD.{META}, {keys}) "
-        f"AND json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL) BEGIN SELECT 1; END")
-
-
 def heartbeat(db, ids):
-    sql = f"UPDATE protocol_runs SET {META} = json_set({META}, '$.lastHeartbeat', ?) WHERE accession_id = ?"
-    return a.loop(db, sql, ids, lambda r: (a.now_ms(), r))
+    return a.loop(db, a.HAND_HEARTBEAT, ids, lambda r: (a.now_ms(), r))
 
 
 def action_heartbeat(db, ids):
@@ -104,8 +94,7 @@ def action_heartbeat(db, ids):
     heartbeat it is measured against (the floor database has no actions)."""
     if not db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'run_recovery_actions'").fetchone():
         return heartbeat(db, ids)
-    sql = "INSERT INTO run_recovery_actions (run_id, action, lease) VALUES (?, 'heartbeat', 1)"
-    return a.loop(db, sql, ids, lambda r: (r,))
+    return a.loop(db, a.ACTION_HEARTBEAT, ids, lambda r: (r,))
 
 
 VARIANTS = os.environ.get("BENCH_VARIANTS", "installed,colon first,no string test,floor").split(",")
@@ -119,7 +108,7 @@ def one_process():
         for v in VARIANTS:
             db, ids = a.runs_db(os.path.join(tmp, v.replace(" ", "-") + ".db"), v != "floor", LOOKASIDE)
             if v == "floor":
-                floor_trigger(db)
+                a.floor_meta_trigger(db)
             elif v != "installed":
                 rewrite(db, v)
             dbs.append((v, db, ids))
@@ -137,11 +126,7 @@ def main():
     if "--json" in sys.argv:
         print(json.dumps(one_process()))
         return
-    runs = []
-    for _ in range(PROCESSES):
-        res = subprocess.run([sys.executable, os.path.abspath(__file__), a.LIB, "--json"],
-                             check=True, capture_output=True, text=True)
-        runs.append(json.loads(res.stdout))
+    runs = a.in_processes(__file__, "--json", PROCESSES)
     slots = "SQLite's default lookaside" if LOOKASIDE is None else f"{LOOKASIDE} lookaside slots"
     print(f"\n== the lease guard's variants on SQLite {sqlite3.sqlite_version}, {slots}: installed / without "
           f"run_recovery (median of {PROCESSES} processes, lowest-highest) ==")
@@ -152,8 +137,8 @@ def main():
             if v not in runs[0][work]:
                 cells.append("-")
                 continue
-            figs = sorted(r[work][v] for r in runs)
-            cells.append(f"{figs[len(figs) // 2]:.3f} ({figs[0]:.3f}-{figs[-1]:.3f})")
+            figs = [r[work][v] for r in runs]
+            cells.append(f"{statistics.median(figs):.3f} ({min(figs):.3f}-{max(figs):.3f})")
         print(f"{work:<24}" + "".join(f"{c:>27}" for c in cells))
 
 
