@@ -21,6 +21,10 @@ pub(crate) mod key {
     pub const RESUMES: &str = "resumes";
     pub const DISMISSED_HEARTBEAT: &str = "dismissedHeartbeat";
     pub const RECOVERY_LOG: &str = "recoveryLog";
+    /// Bumped by every checkpoint the extension or the actions write: a
+    /// plain write that carries an older value is a stale copy, and cannot
+    /// replace the checkpoint (see the lease guard in `sqlgen`).
+    pub const CHECKPOINT_REV: &str = "checkpointRev";
 
     /// The same keys as SQL JSON paths, quoted (`'$.lastHeartbeat'`), for the generated SQL.
     pub const LAST_HEARTBEAT_PATH: &str = "'$.lastHeartbeat'";
@@ -30,6 +34,7 @@ pub(crate) mod key {
     pub const RESUMES_PATH: &str = "'$.resumes'";
     pub const DISMISSED_HEARTBEAT_PATH: &str = "'$.dismissedHeartbeat'";
     pub const RECOVERY_LOG_PATH: &str = "'$.recoveryLog'";
+    pub const CHECKPOINT_REV_PATH: &str = "'$.checkpointRev'";
 }
 
 pub type Object = Map<String, Value>;

@@ -39,6 +39,9 @@ fn install_returns_the_config_and_is_idempotent() {
             "run_recovery_guard_repair_do",
             "run_recovery_lease_guard",
             "run_recovery_orphans",
+            "run_recovery_replace_guard",
+            "run_recovery_replace_keep",
+            "run_recovery_replaced",
             "run_recovery_runs",
             "run_recovery_settings",
             "run_recovery_stamp",
@@ -307,12 +310,8 @@ fn heartbeat_stamps_forward_only_and_refuses_bad_runs() {
     assert_eq!(cp, future, "a checkpoint keeps a heartbeat that is ahead");
     assert_eq!(meta(&conn, "a")["checkpointStep"], 1);
     add_run(&conn, "done", "completed", None);
-    add_run(&conn, "arr", "running", None);
-    conn.execute(
-        "UPDATE protocol_runs SET properties_json = '[1,2]' WHERE accession_id = 'arr'",
-        [],
-    )
-    .unwrap();
+    // Inserted as an array: no stamp, nothing for the guard to keep.
+    add_run(&conn, "arr", "running", Some("[1,2]"));
     add_run(&conn, "bad", "queued", Some("{nope"));
     conn.execute(
         "UPDATE protocol_runs SET status = 'running' WHERE accession_id = 'bad'",
@@ -584,12 +583,7 @@ fn recover_refusals_name_the_reason_and_change_nothing() {
     add_run(&conn, "done", "completed", None);
     add_run(&conn, "tired", "running", Some(r#"{"resumes": 3}"#));
     set_heartbeat(&conn, "tired", 1);
-    add_run(&conn, "arr", "running", None);
-    conn.execute(
-        "UPDATE protocol_runs SET properties_json = '[]' WHERE accession_id = 'arr'",
-        [],
-    )
-    .unwrap();
+    add_run(&conn, "arr", "running", Some("[]"));
     let before = snapshot(&conn);
     for (sql, msg) in [
         ("SELECT recover_run('alive', 'fail')", "recover_run: run 'alive' is still alive: last heartbeat"),
@@ -754,6 +748,7 @@ fn a_custom_table_with_integer_ids_works() {
     );
     let e = one::<i64>(&conn, "SELECT run_heartbeat(9)").unwrap_err();
     assert!(e.contains("no run with id '9'"), "{e}");
+    allow_backdating(&conn);
     conn.execute(
         "UPDATE jobs SET info = json_set(info, '$.lastHeartbeat', 1) WHERE id = 7",
         [],

@@ -22,7 +22,9 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value as Json};
 
-use common::{add_run, err_text, in_any_case, next_statuses, ALL_STATUSES, SCHEMA};
+use common::{
+    add_run, allow_backdating, err_text, in_any_case, next_statuses, ALL_STATUSES, SCHEMA,
+};
 use run_recovery::config::Config;
 use run_recovery::errors::{ActionRefusal, ACTION_UNKNOWN};
 
@@ -265,6 +267,9 @@ impl Pair {
             a.execute_batch(&stmt).unwrap();
         }
         a.execute_batch("RELEASE i").unwrap();
+        // ClockJump ages runs with plain writes, allowed on both sides.
+        allow_backdating(&f);
+        allow_backdating(&a);
         assert!(a
             .query_row("SELECT run_heartbeat('x')", [], |r| r.get::<_, i64>(0))
             .is_err());

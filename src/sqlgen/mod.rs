@@ -12,9 +12,9 @@
 
 use crate::config::{spellings, Config};
 use crate::metadata::key::{
-    CHECKPOINT_STATE, CHECKPOINT_STATE_PATH, CHECKPOINT_STEP, CHECKPOINT_STEP_PATH,
-    DISMISSED_HEARTBEAT, DISMISSED_HEARTBEAT_PATH, LAST_HEARTBEAT, LAST_HEARTBEAT_PATH, LEASE,
-    LEASE_PATH, RECOVERY_LOG, RECOVERY_LOG_PATH, RESUMES, RESUMES_PATH,
+    CHECKPOINT_REV, CHECKPOINT_REV_PATH, CHECKPOINT_STATE, CHECKPOINT_STATE_PATH, CHECKPOINT_STEP,
+    CHECKPOINT_STEP_PATH, DISMISSED_HEARTBEAT, DISMISSED_HEARTBEAT_PATH, LAST_HEARTBEAT,
+    LAST_HEARTBEAT_PATH, LEASE, LEASE_PATH, RECOVERY_LOG, RECOVERY_LOG_PATH, RESUMES, RESUMES_PATH,
 };
 
 pub mod actions;
@@ -26,6 +26,11 @@ use std::sync::{Arc, Mutex};
 pub const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
 pub const SETTINGS_TABLE: &str = "run_recovery_settings";
+/// The settings key that lets a plain write move `lastHeartbeat` backwards
+/// (value `'1'`): for tests and demos that age a run on purpose. Without it
+/// a write never moves the heartbeat back (a stale copy written back would
+/// make a live run look dead).
+pub const ALLOW_BACKDATING: &str = "allow_backdating";
 /// The extension's internal function that `run_heartbeat`'s UPDATE calls
 /// (see `crate::beat`).
 pub const BEAT_FUNCTION: &str = "run_recovery_heartbeat_text";
@@ -54,11 +59,22 @@ pub const GUARD_CHECK_TRIGGER: &str = "run_recovery_guard_check_do";
 /// whose INSTEAD OF trigger (STAMP_TRIGGER) stamps it.
 pub const STAMP: &str = "run_recovery_stamp";
 pub const STAMP_TRIGGER: &str = "run_recovery_stamp_do";
-pub const TRIGGERS: [&str; 3] = [
+pub const TRIGGERS: [&str; 5] = [
     "run_recovery_stamp_insert",
     "run_recovery_stamp_live",
     GUARD_TRIGGER,
+    REPLACE_BEFORE_TRIGGER,
+    REPLACE_AFTER_TRIGGER,
 ];
+/// `INSERT OR REPLACE` / `REPLACE INTO` of an existing run deletes the old
+/// row without firing UPDATE (or, unless `recursive_triggers` is on, DELETE)
+/// triggers. A BEFORE INSERT trigger still sees the old row: it keeps a copy
+/// of its metadata and status in this table (one row, the insert's), and
+/// the AFTER INSERT trigger judges the new row against it as the lease guard
+/// judges an UPDATE (fence, merge-back).
+pub const REPLACED_TABLE: &str = "run_recovery_replaced";
+pub const REPLACE_BEFORE_TRIGGER: &str = "run_recovery_replace_keep";
+pub const REPLACE_AFTER_TRIGGER: &str = "run_recovery_replace_guard";
 /// Triggers of earlier schema versions, dropped by install (in
 /// schema_version 1 merge-back was a trigger of its own).
 pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
@@ -70,14 +86,23 @@ pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// SELECT; 5: the guard's full test moves into the internal view
 /// `run_recovery_guard_check`; 6: a trigger per action on
 /// `run_recovery_actions` (`run_recovery_act` before), and the orphans view
-/// has no ORDER BY. Every install drops and recreates every object (the
+/// has no ORDER BY; 7: JSON null is absent, a stale copy moves nothing back
+/// (`checkpointRev`), REPLACE is guarded (`run_recovery_replaced` and two
+/// insert triggers), a write of a non-object over recovery state is refused.
+/// Every install drops and recreates every object (the
 /// view's triggers go with the view), so a database of any earlier version
 /// upgrades in place.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).
 pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
 the metadata carries an older lease than the run holds (the run was recovered by another client)";
+
+/// The lease guard's refusal of a write that would replace metadata holding
+/// recovery state with text that is not a JSON object.
+pub const NOT_OBJECT_MESSAGE: &str = "run_recovery_lease_guard: write refused: \
+the new metadata is not a JSON object (malformed text, an array, a scalar or JSON5) and the run \
+holds recovery state that it would lose; write a JSON object (json() turns JSON5 into JSON)";
 
 /// `"name"` with embedded double quotes doubled: safe for any identifier.
 pub fn ident(name: &str) -> String {
@@ -104,12 +129,16 @@ fn int_at(x: &str, key: &str) -> String {
     format!("CAST(json_extract({x}, '$.{key}') AS INTEGER)")
 }
 
+/// `x` holds `key` with a value other than JSON null. A recovery key set to
+/// null means absent everywhere: it is merged back, and never counts as a
+/// value (`json_type` is `'null'` for a null and SQL NULL only when absent).
 fn has(x: &str, key: &str) -> String {
-    format!("json_type({x}, '$.{key}') IS NOT NULL")
+    format!("coalesce(json_type({x}, '$.{key}'), 'null') <> 'null'")
 }
 
+/// `x` lacks `key`, or holds JSON null there (see [`has`]).
 fn lacks(x: &str, key: &str) -> String {
-    format!("json_type({x}, '$.{key}') IS NULL")
+    format!("coalesce(json_type({x}, '$.{key}'), 'null') = 'null'")
 }
 
 /// The GLOB pattern of a metadata text's last 30 bytes when `lastHeartbeat`
@@ -145,13 +174,22 @@ const HEAD_ALL: i64 = 2_147_483_647;
 /// length, "the bytes before the 14th from the end", which needs no
 /// `length` call (SQLite 3.40 and 3.53 alike; a text under 14 bytes has an
 /// empty head, and the tail test above needs 30).
+///
+/// OLD must end the same way: otherwise its last 14 bytes could hold other
+/// keys (`…"lastHeartbeat":1,"lease":99}`) that NEW drops. And the digits
+/// must not go back (13 digits and a brace compare as bytes as the numbers
+/// do): a heartbeat written back older is a stale copy, for the full test.
 fn only_heartbeat_changed(new: &str, old: &str) -> String {
     let head = |x: &str| format!("substr(CAST({x} AS BLOB), -14, -{HEAD_ALL})");
+    let tail = |x: &str| format!("substr(CAST({x} AS BLOB), -14)");
     format!(
-        "({} AND {} = {})",
+        "({} AND {} = {} AND {} >= {} AND {})",
         heartbeat_is_last(new),
         head(new),
-        head(old)
+        head(old),
+        tail(new),
+        tail(old),
+        heartbeat_is_last(old)
     )
 }
 
@@ -230,11 +268,12 @@ fn list(items: impl Iterator<Item = String>) -> String {
 }
 
 /// The metadata with `lastHeartbeat` moved forward to `now` (never backwards)
-/// and `lease` 1 added when the run has none yet.
+/// and `lease` 1 added when the run has none yet (or holds null).
 fn stamped(meta: &str, now: &str) -> String {
     format!(
-        "json_set(json_insert(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {LEASE_PATH}, 1), \
-         {LAST_HEARTBEAT_PATH}, max({now}, coalesce({}, 0)))",
+        "json_set(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {LEASE_PATH}, \
+         CASE WHEN {} THEN json({meta} -> {LEASE_PATH}) ELSE 1 END, {LAST_HEARTBEAT_PATH}, max({now}, coalesce({}, 0)))",
+        has(meta, LEASE),
         int_at(meta, LAST_HEARTBEAT)
     )
 }
@@ -243,13 +282,19 @@ fn stamped(meta: &str, now: &str) -> String {
 /// `state` (JSON text) and `lastHeartbeat` = `beat`, the heartbeat last (see
 /// [`with_heartbeat_last`]): in place when it is last already and the
 /// checkpoint keys exist, else the heartbeat is moved behind them.
+///
+/// `checkpointRev` goes up by one: a plain write that carries an older one
+/// is a stale copy and cannot replace this checkpoint (see the guard).
 fn checkpointed(meta: &str, beat: &str, step: &str, state: &str) -> String {
+    let rev = format!("coalesce({}, 0) + 1", int_at(meta, CHECKPOINT_REV));
     format!(
         "CASE WHEN {} AND json_type({meta}, {CHECKPOINT_STEP_PATH}) IS NOT NULL \
 AND json_type({meta}, {CHECKPOINT_STATE_PATH}) IS NOT NULL \
-THEN json_set({meta}, {LAST_HEARTBEAT_PATH}, {beat}, {CHECKPOINT_STEP_PATH}, {step}, {CHECKPOINT_STATE_PATH}, json({state})) \
+AND json_type({meta}, {CHECKPOINT_REV_PATH}) IS NOT NULL \
+THEN json_set({meta}, {LAST_HEARTBEAT_PATH}, {beat}, {CHECKPOINT_STEP_PATH}, {step}, {CHECKPOINT_STATE_PATH}, json({state}), \
+{CHECKPOINT_REV_PATH}, {rev}) \
 ELSE json_set(json_remove(coalesce({meta}, '{{}}'), {LAST_HEARTBEAT_PATH}), {CHECKPOINT_STEP_PATH}, {step}, \
-{CHECKPOINT_STATE_PATH}, json({state}), {LAST_HEARTBEAT_PATH}, {beat}) END",
+{CHECKPOINT_STATE_PATH}, json({state}), {CHECKPOINT_REV_PATH}, {rev}, {LAST_HEARTBEAT_PATH}, {beat}) END",
         heartbeat_is_last(meta)
     )
 }
@@ -487,6 +532,9 @@ pub fn install_script(cfg: &Config) -> Vec<String> {
     out.push(format!(
         "CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)"
     ));
+    out.push(format!(
+        "CREATE TABLE {REPLACED_TABLE} (run_id PRIMARY KEY, meta, status)"
+    ));
 
     // 1. Stamp on every transition into a live status (insert, or update of
     //    status). As with the guard (below), the stamp itself lives in the
@@ -507,13 +555,17 @@ END",
         writable(meta)
     ));
     let stamp = format!("INSERT INTO {STAMP} (run_id) VALUES (NEW.{id});");
+    // An insert that replaced a live row is no transition into a live
+    // status: no stamp (a stale copy written back with REPLACE must not make
+    // a dead run look alive).
     out.push(format!(
         "CREATE TRIGGER run_recovery_stamp_insert AFTER INSERT ON {table}
-WHEN {}
+WHEN {} AND NOT EXISTS (SELECT 1 FROM {REPLACED_TABLE} WHERE run_id = NEW.{id} AND {})
 BEGIN
   {stamp}
 END",
-        live_test(cfg, &format!("NEW.{status}"))
+        live_test(cfg, &format!("NEW.{status}")),
+        live_test(cfg, "status")
     ));
     out.push(format!(
         "CREATE TRIGGER run_recovery_stamp_live AFTER UPDATE OF {status} ON {table}
@@ -563,50 +615,138 @@ END",
     let cur = meta.as_str();
     // Per recovery key, given the old metadata `o` and the written `n`:
     // (key, the current row has lost it or moved it back (the body's test),
-    //  the write `n` lost it or moved it back (GUARD_CHECK's WHEN)).
-    let restores = |o: &str, n: &str| -> Vec<(&'static str, String, String)> {
-        vec![
-            // Only when dropped: a plain write may set an older heartbeat on purpose
-            // (backdating, tests); the extension's own stamps never go backwards.
-            (LAST_HEARTBEAT, lacks(cur, LAST_HEARTBEAT), lacks(n, LAST_HEARTBEAT)),
-            (
-                LEASE,
-                format!("{} OR {} < {}", lacks(cur, LEASE), int_at(cur, LEASE), int_at(o, LEASE)),
-                lacks(n, LEASE),
-            ),
-            (
-                RESUMES,
-                format!("{} OR {} < {}", lacks(cur, RESUMES), int_at(cur, RESUMES), int_at(o, RESUMES)),
-                format!("{} OR {} < {}", lacks(n, RESUMES), int_at(n, RESUMES), int_at(o, RESUMES)),
-            ),
-            (
-                CHECKPOINT_STATE,
-                format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STATE), int_at(cur, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
-                format!("{} OR {} < {}", lacks(n, CHECKPOINT_STATE), int_at(n, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
-            ),
-            (
-                CHECKPOINT_STEP,
-                format!("{} OR {} < {}", lacks(cur, CHECKPOINT_STEP), int_at(cur, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
-                format!("{} OR {} < {}", lacks(n, CHECKPOINT_STEP), int_at(n, CHECKPOINT_STEP), int_at(o, CHECKPOINT_STEP)),
-            ),
-            (DISMISSED_HEARTBEAT, lacks(cur, DISMISSED_HEARTBEAT), lacks(n, DISMISSED_HEARTBEAT)),
-            (
-                RECOVERY_LOG,
-                format!("{} OR json_array_length({cur}, {RECOVERY_LOG_PATH}) < json_array_length({o}, {RECOVERY_LOG_PATH})", lacks(cur, RECOVERY_LOG)),
-                format!("{} OR json_array_length({n}, {RECOVERY_LOG_PATH}) < json_array_length({o}, {RECOVERY_LOG_PATH})", lacks(n, RECOVERY_LOG)),
-            ),
-        ]
+    //  the write `n` lost it or moved it back (GUARD_CHECK's WHEN)). A key
+    // holding JSON null counts as lost (see `has`). Each rule keeps the
+    // larger of the old and the new value, so a stale copy written back (the
+    // app read the metadata, the executor moved on, the app writes its copy)
+    // moves nothing backwards:
+    // * lastHeartbeat, resumes, lease: never lower (a lower lease is refused
+    //   before, by `stale`);
+    // * the checkpoint (step and state as a pair): a lower step is replaced
+    //   by the old pair; at the same step the state changes only if the
+    //   write carries the current `checkpointRev` (an edit of the current
+    //   value, `json_set` on the column, does; a stale copy does not);
+    // * recoveryLog: never shorter; dismissedHeartbeat: never dropped.
+    let stale_copy = |n: &str| {
+        format!(
+            "coalesce({}, 0) < coalesce({}, 0)",
+            int_at(n, CHECKPOINT_REV),
+            int_at(r_old, CHECKPOINT_REV)
+        )
     };
-    let lost = restores(r_old, r_new)
+    let state_of = |x: &str| format!("({x} -> {CHECKPOINT_STATE_PATH})");
+    let behind = |x: &str, key: &str| {
+        format!(
+            "{} OR {} < {}",
+            lacks(x, key),
+            int_at(x, key),
+            int_at(r_old, key)
+        )
+    };
+    // The checkpoint pair of `x` is behind the old one's (`x` is the written
+    // metadata or the current row; the staleness is always the write's).
+    let pair_behind = |x: &str| {
+        format!(
+            "{} OR ({} = {} AND {} AND {} IS NOT {})",
+            behind(x, CHECKPOINT_STEP),
+            int_at(x, CHECKPOINT_STEP),
+            int_at(r_old, CHECKPOINT_STEP),
+            stale_copy(r_new),
+            state_of(x),
+            state_of(r_old)
+        )
+    };
+    // The heartbeat goes back only when the old one is ahead of this
+    // database's clock (a host whose clock was ahead: the rightful
+    // executor's next heartbeat repairs it), or when the settings allow it
+    // on purpose (ALLOW_BACKDATING: tests and demos that age a run).
+    let heartbeat_behind = |x: &str| {
+        format!(
+            "{} OR ({} < {} AND {} <= {NOW_MS} AND coalesce((SELECT value FROM {SETTINGS_TABLE} WHERE key = '{ALLOW_BACKDATING}'), '0') <> '1')",
+            lacks(x, LAST_HEARTBEAT),
+            int_at(x, LAST_HEARTBEAT),
+            int_at(r_old, LAST_HEARTBEAT),
+            int_at(r_old, LAST_HEARTBEAT),
+        )
+    };
+    // The state dropped (or nulled) by a write that is no new checkpoint: a
+    // checkpoint written by the extension or the actions (its
+    // `checkpointRev` is newer) may hold a null state.
+    let state_dropped = |x: &str| {
+        format!(
+            "{} AND coalesce({}, 0) <= coalesce({}, 0)",
+            lacks(x, CHECKPOINT_STATE),
+            int_at(r_new, CHECKPOINT_REV),
+            int_at(r_old, CHECKPOINT_REV)
+        )
+    };
+    let log_shorter = |x: &str| {
+        format!(
+            "{} OR json_array_length({x}, {RECOVERY_LOG_PATH}) < json_array_length({r_old}, {RECOVERY_LOG_PATH})",
+            lacks(x, RECOVERY_LOG)
+        )
+    };
+    // (the key the old metadata must hold, the keys restored from it, the
+    //  current row's test, the write's test)
+    let restores: Vec<(&str, Vec<&str>, String, String)> = vec![
+        (
+            LAST_HEARTBEAT,
+            vec![LAST_HEARTBEAT],
+            heartbeat_behind(cur),
+            heartbeat_behind(r_new),
+        ),
+        (LEASE, vec![LEASE], behind(cur, LEASE), lacks(r_new, LEASE)),
+        (
+            RESUMES,
+            vec![RESUMES],
+            behind(cur, RESUMES),
+            behind(r_new, RESUMES),
+        ),
+        (
+            CHECKPOINT_STEP,
+            vec![CHECKPOINT_STEP, CHECKPOINT_STATE],
+            pair_behind(cur),
+            pair_behind(r_new),
+        ),
+        (
+            CHECKPOINT_STATE,
+            vec![CHECKPOINT_STATE],
+            state_dropped(cur),
+            state_dropped(r_new),
+        ),
+        (
+            CHECKPOINT_REV,
+            vec![CHECKPOINT_REV],
+            behind(cur, CHECKPOINT_REV),
+            behind(r_new, CHECKPOINT_REV),
+        ),
+        (
+            DISMISSED_HEARTBEAT,
+            vec![DISMISSED_HEARTBEAT],
+            lacks(cur, DISMISSED_HEARTBEAT),
+            lacks(r_new, DISMISSED_HEARTBEAT),
+        ),
+        (
+            RECOVERY_LOG,
+            vec![RECOVERY_LOG],
+            log_shorter(cur),
+            log_shorter(r_new),
+        ),
+    ];
+    let lost = restores
         .iter()
-        .map(|(key, _, lost)| format!("({} AND ({lost}))", has(r_old, key)))
+        .map(|(key, _, _, lost)| format!("({} AND ({lost}))", has(r_old, key)))
         .collect::<Vec<_>>()
         .join("\n      OR ");
-    let body = restores(r_old, r_new)
+    let body = restores
         .iter()
-        .map(|(key, lost_now, _)| {
+        .map(|(key, keys, lost_now, _)| {
+            let sets: String = keys
+                .iter()
+                .map(|k| format!(", '$.{k}', json({r_old} -> '$.{k}')"))
+                .collect();
             format!(
-                "  UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'), '$.{key}', json({r_old} -> '$.{key}'))
+                "  UPDATE {table} SET {meta} = json_set(coalesce({meta}, '{{}}'){sets})
     WHERE {id} = NEW.run_id AND {} AND {} AND ({lost_now});",
                 writable(meta),
                 has(r_old, key)
@@ -614,18 +754,27 @@ END",
         })
         .collect::<Vec<_>>()
         .join("\n");
+    // The old metadata holds recovery state: a write of text that is not a
+    // JSON object (malformed, an array, JSON5 that SQLite >= 3.45 would
+    // read) would lose it, and is refused (NOT_OBJECT_MESSAGE).
+    let holds_state = restores
+        .iter()
+        .map(|(key, _, _, _)| has(r_old, key))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     // The values that decide, all but the heartbeat, in one call per side
     // (one parse each on SQLite < 3.45): equal means nothing to refuse and
-    // nothing to restore unless the heartbeat was dropped. (A recovery key
-    // holding JSON null reads as absent here.)
+    // nothing to restore unless the heartbeat was dropped or moved back. (A
+    // recovery key holding JSON null reads as absent here, as everywhere.)
     let decisive = format!(
-        "{LEASE_PATH}, {RESUMES_PATH}, {CHECKPOINT_STEP_PATH}, {CHECKPOINT_STATE_PATH}, {DISMISSED_HEARTBEAT_PATH}, {RECOVERY_LOG_PATH}"
+        "{LEASE_PATH}, {RESUMES_PATH}, {CHECKPOINT_STEP_PATH}, {CHECKPOINT_STATE_PATH}, {CHECKPOINT_REV_PATH}, {DISMISSED_HEARTBEAT_PATH}, {RECOVERY_LOG_PATH}"
     );
     let unchanged = format!(
         "json_extract({new}, {decisive}) IS json_extract({old}, {decisive}) \
-AND ({} OR {})",
-        has(&new, LAST_HEARTBEAT),
-        lacks(&old, LAST_HEARTBEAT)
+AND coalesce({} >= {}, {} IS NULL)",
+        int_at(&new, LAST_HEARTBEAT),
+        int_at(&old, LAST_HEARTBEAT),
+        int_at(&old, LAST_HEARTBEAT),
     );
     out.push(format!(
         "CREATE VIEW {GUARD_REPAIR} AS SELECT NULL AS run_id, NULL AS old_meta, NULL AS new_meta WHERE 0"
@@ -633,9 +782,12 @@ AND ({} OR {})",
     out.push(format!(
         "CREATE TRIGGER {GUARD_REPAIR_TRIGGER} INSTEAD OF INSERT ON {GUARD_REPAIR}
 BEGIN
+  SELECT RAISE(ABORT, {}) WHERE NOT {};
   SELECT RAISE(ABORT, {}) WHERE {stale};
 {body}
 END",
+        literal(NOT_OBJECT_MESSAGE),
+        writable(r_new),
         literal(STALE_LEASE_MESSAGE),
     ));
     out.push(format!(
@@ -644,9 +796,9 @@ END",
     out.push(format!(
         "CREATE TRIGGER {GUARD_CHECK_TRIGGER} INSTEAD OF INSERT ON {GUARD_CHECK}
 WHEN ({stale})
-      OR (CASE WHEN {} AND {} THEN
+      OR (CASE WHEN {} THEN CASE WHEN {} THEN
       {lost}
-    ELSE 0 END)
+    ELSE {holds_state} END ELSE 0 END)
 BEGIN
   INSERT INTO {GUARD_REPAIR} (run_id, old_meta, new_meta) VALUES (NEW.run_id, {r_old}, {r_new});
 END",
@@ -664,6 +816,26 @@ BEGIN
   INSERT INTO {GUARD_CHECK} (run_id, old_meta, new_meta) VALUES (NEW.{id}, {old}, {new});
 END",
         only_heartbeat_changed(&new, &old),
+    ));
+
+    // 3. REPLACE of an existing run: judged like an UPDATE of its metadata.
+    //    The BEFORE trigger empties the table first, so a copy left by an
+    //    insert that did not replace (OR IGNORE, an UPSERT's DO UPDATE) is
+    //    never read by a later one; the AFTER trigger reads only the copy its
+    //    own row's BEFORE trigger made.
+    out.push(format!(
+        "CREATE TRIGGER {REPLACE_BEFORE_TRIGGER} BEFORE INSERT ON {table}
+BEGIN
+  DELETE FROM {REPLACED_TABLE};
+  INSERT INTO {REPLACED_TABLE} (run_id, meta, status) SELECT {id}, {meta}, {status} FROM {table} WHERE {id} = NEW.{id};
+END"
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {REPLACE_AFTER_TRIGGER} AFTER INSERT ON {table}
+WHEN EXISTS (SELECT 1 FROM {REPLACED_TABLE} WHERE run_id = NEW.{id})
+BEGIN
+  INSERT INTO {GUARD_CHECK} (run_id, old_meta, new_meta) SELECT NEW.{id}, meta, NEW.{meta} FROM {REPLACED_TABLE} WHERE run_id = NEW.{id};
+END"
     ));
 
     // 4. Orphan detection for every client.
@@ -706,6 +878,7 @@ pub fn uninstall_script(settings: bool) -> Vec<String> {
         .map(|t| format!("DROP TRIGGER IF EXISTS {t}"))
         .collect();
     out.extend(VIEWS.iter().map(|v| format!("DROP VIEW IF EXISTS {v}")));
+    out.push(format!("DROP TABLE IF EXISTS {REPLACED_TABLE}"));
     if settings {
         out.push(format!("DROP TABLE IF EXISTS {SETTINGS_TABLE}"));
     }

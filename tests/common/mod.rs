@@ -46,6 +46,17 @@ pub fn install(conn: &Connection, config: &str) {
         r.get::<_, String>(0)
     })
     .expect("install");
+    allow_backdating(conn);
+}
+
+/// Lets plain writes move `lastHeartbeat` back (`allow_backdating` in the
+/// settings): the tests age runs that way. The hostile suite runs without.
+pub fn allow_backdating(conn: &Connection) {
+    conn.execute(
+        "INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1')",
+        [],
+    )
+    .expect("allow_backdating");
 }
 
 /// Opens `path` with run_recovery registered and a generous busy timeout,
@@ -161,6 +172,12 @@ pub fn status(conn: &Connection, id: &str) -> String {
 
 /// Sets a run's lastHeartbeat through plain SQL (as an old executor would have).
 pub fn set_heartbeat(conn: &Connection, id: &str, hb: i64) {
+    // Aging a run on purpose: allowed by the settings key (a database
+    // that is not installed has no settings table, and no guard either).
+    let _ = conn.execute(
+        "INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1')",
+        [],
+    );
     conn.execute(
         "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?2) \
          WHERE accession_id = ?1",
