@@ -9,6 +9,8 @@ create table "lab ""jobs""; drop table x; --" (
 create table x (a); create table y (b);
 insert into "lab ""jobs""; drop table x; --" values (1, 'Active', '{"k":"v"}', 'first'), (2, 'ACTIVE', NULL, 'second'), (3, 'done', NULL, 'third');
 select run_recovery_install('{"table":"lab \"jobs\"; drop table x; --","id_column":"id''); drop table y; --","status_column":"st\"ate","metadata_column":"m''eta","name_column":"title","live_statuses":["active"],"stale_after_ms":60000,"max_resumes":1}') ->> '$.max_resumes';  -- 1
+-- This file ages runs with plain writes of lastHeartbeat: allowed on purpose here.
+insert into run_recovery_settings (key, value) values ('allow_backdating', '1');
 select count(*) from sqlite_schema where name in ('x', 'y');  -- 2
 select run_id, name, status, live, lease from run_recovery_runs order by run_id;  -- 1|first|Active|1|1
                                                                                 -- 2|second|ACTIVE|1|1

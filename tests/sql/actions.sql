@@ -6,6 +6,8 @@
 
 .read sql/protocol_runs.sql
 .read sql/install.sql
+-- This file ages runs with plain writes of lastHeartbeat: allowed on purpose here.
+insert into run_recovery_settings (key, value) values ('allow_backdating', '1');
 select run_heartbeat('x');  -- error: no such function: run_heartbeat
 select group_concat(name, ',') from pragma_table_info('run_recovery_actions');  -- run_id,action,lease,step,state,threshold_ms
 select group_concat(name, ',') from pragma_table_info('run_recovery_runs');  -- run_id,name,status,live,last_heartbeat,age_ms,checkpoint_step,checkpoint_state,lease,resumes,dismissed

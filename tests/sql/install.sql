@@ -66,6 +66,9 @@ select type, name from sqlite_schema where name like 'run_recovery%' order by na
                                                                                     -- trigger|run_recovery_guard_repair_do
                                                                                     -- trigger|run_recovery_lease_guard
                                                                                     -- view|run_recovery_orphans
+                                                                                    -- trigger|run_recovery_replace_guard
+                                                                                    -- trigger|run_recovery_replace_keep
+                                                                                    -- table|run_recovery_replaced
                                                                                     -- view|run_recovery_runs
                                                                                     -- table|run_recovery_settings
                                                                                     -- view|run_recovery_stamp
@@ -74,7 +77,7 @@ select type, name from sqlite_schema where name like 'run_recovery%' order by na
                                                                                     -- trigger|run_recovery_stamp_live
 select key from run_recovery_settings order by key;  -- config
                                                      -- schema_version
-select value from run_recovery_settings where key = 'schema_version';  -- 6
+select value from run_recovery_settings where key = 'schema_version';  -- 7
 
 -- What install stamped.
 select accession_id, json_extract(properties_json, '$.lastHeartbeat') > 1700000000000, properties_json ->> '$.lease', properties_json ->> '$.app'
@@ -87,7 +90,7 @@ select accession_id, properties_json from protocol_runs where accession_id in ('
 -- Re-install is idempotent: same objects, same config, heartbeats kept.
 create temp table before as select accession_id, properties_json from protocol_runs;
 select run_recovery_install() = run_recovery_config();  -- 1
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 19
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 22
 select count(*) from protocol_runs join temp.before b using (accession_id) where protocol_runs.properties_json is b.properties_json;  -- 5
 
 -- Keys given to a later install override the stored config; the others are kept.

@@ -11,7 +11,7 @@ insert into protocol_runs (accession_id, name, status, properties_json, top_leve
 
 -- The extension is not here.
 select run_heartbeat('before');  -- error: no such function: run_heartbeat
-select count(*) from sqlite_schema where name like 'run_recovery%';  -- 19
+select count(*) from sqlite_schema where name like 'run_recovery%';  -- 22
 
 -- Install stamped the live run that had no heartbeat, and kept the seeded one.
 select properties_json ->> '$.lastHeartbeat' > 1700000000000, properties_json ->> '$.lease' from protocol_runs where accession_id = 'before';  -- 1|1
@@ -63,19 +63,26 @@ select properties_json ->> '$.lease', properties_json ->> '$.app' from protocol_
 -- Merge-back: a plain write that drops the recovery keys gets them back.
 update protocol_runs set properties_json = '{"lastHeartbeat":5000,"checkpointStep":3,"checkpointState":{"w":1},"resumes":2,"dismissedHeartbeat":5000,"recoveryLog":[{"action":"resume"}],"lease":4}' where accession_id = 'ins';
 update protocol_runs set properties_json = '{"app":"rewritten"}' where accession_id = 'ins';
-select properties_json from protocol_runs where accession_id = 'ins';  -- {"app":"rewritten","lastHeartbeat":5000,"lease":4,"resumes":2,"checkpointState":{"w":1},"checkpointStep":3,"dismissedHeartbeat":5000,"recoveryLog":[{"action":"resume"}]}
+-- (The heartbeat is the larger of the two: the stamp of the write before moved it to now.)
+select json_remove(properties_json, '$.lastHeartbeat'), properties_json ->> '$.lastHeartbeat' > 1700000000000 from protocol_runs where accession_id = 'ins';  -- {"app":"rewritten","lease":4,"resumes":2,"checkpointStep":3,"checkpointState":{"w":1},"dismissedHeartbeat":5000,"recoveryLog":[{"action":"resume"}]}|1
 -- A checkpoint, resume count or log that a stale write would move backwards is kept.
 update protocol_runs set properties_json = json_set(properties_json, '$.checkpointStep', 1, '$.checkpointState', '"old"', '$.resumes', 0, '$.recoveryLog', json('[]')) where accession_id = 'ins';
 select properties_json ->> '$.checkpointStep', properties_json -> '$.checkpointState', properties_json ->> '$.resumes', json_array_length(properties_json, '$.recoveryLog') from protocol_runs where accession_id = 'ins';  -- 3|{"w":1}|2|1
 -- Forward moves are plain writes.
 update protocol_runs set properties_json = json_set(properties_json, '$.checkpointStep', 4, '$.checkpointState', json('{"w":2}')) where accession_id = 'ins';
 select properties_json ->> '$.checkpointStep', properties_json -> '$.checkpointState' from protocol_runs where accession_id = 'ins';  -- 4|{"w":2}
--- lastHeartbeat is restored only when dropped: a plain write may backdate it on purpose.
+-- lastHeartbeat never moves back (a stale copy written back would make a live run
+-- look dead), unless the settings allow it on purpose (tests and demos age runs so).
+create temp table hb as select properties_json ->> '$.lastHeartbeat' as v from protocol_runs where accession_id = 'ins';
+update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', 10) where accession_id = 'ins';
+select properties_json ->> '$.lastHeartbeat' = (select v from temp.hb) from protocol_runs where accession_id = 'ins';  -- 1
+insert into run_recovery_settings (key, value) values ('allow_backdating', '1');
 update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', 10) where accession_id = 'ins';
 select properties_json ->> '$.lastHeartbeat' from protocol_runs where accession_id = 'ins';  -- 10
+-- Text that is not a JSON object over recovery state would lose it: refused.
+update protocol_runs set properties_json = 'garbage' where accession_id = 'ins';  -- error: run_recovery_lease_guard: write refused: the new metadata is not a JSON object (malformed text, an array, a scalar or JSON5) and the run holds recovery state that it would lose; write a JSON object (json() turns JSON5 into JSON) (19)
+select properties_json ->> '$.lease' from protocol_runs where accession_id = 'ins';  -- 4
 -- Metadata that is not an object is the app's business: the triggers leave it alone.
-update protocol_runs set properties_json = 'garbage' where accession_id = 'ins';
-select properties_json from protocol_runs where accession_id = 'ins';  -- garbage
 update protocol_runs set properties_json = '{"lease":1}' where accession_id = 'arr';
 select properties_json from protocol_runs where accession_id = 'arr';  -- {"lease":1}
 
