@@ -50,6 +50,11 @@ class PlainPythonActions(unittest.TestCase):
         return dict(zip(names, row)) if row else None
 
     def backdate(self, run_id, ms):
+        # Aging a run on purpose: the settings allow plain writes to move
+        # lastHeartbeat back (without it the guard keeps the newer one).
+        self.db.execute(
+            "INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1')"
+        )
         self.db.execute(
             "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', "
             "json_extract(properties_json, '$.lastHeartbeat') - ?) WHERE accession_id = ?",

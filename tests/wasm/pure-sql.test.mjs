@@ -211,6 +211,8 @@ test('sql/install.sql applied inside WASM on a fresh protocol_runs table', () =>
       'run_recovery_guard_check_do',
       'run_recovery_guard_repair_do',
       'run_recovery_lease_guard',
+      'run_recovery_replace_guard',
+      'run_recovery_replace_keep',
       'run_recovery_stamp_do',
       'run_recovery_stamp_insert',
       'run_recovery_stamp_live',
@@ -249,7 +251,10 @@ test('the whole recovery scenario through run_recovery_actions', () => {
       bind: [runId, action, extra.lease ?? null, extra.step ?? null, extra.state ?? null, extra.thresholdMs ?? null],
     });
   const run = (id) => db.selectObject('SELECT * FROM run_recovery_runs WHERE run_id = ?', [id]);
+  // Aging a run on purpose: allowed by the settings (plain writes never move
+  // lastHeartbeat back otherwise).
   const backdate = (id, ms) =>
+    db.exec("INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1')") &&
     db.exec({
       sql: "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', (properties_json ->> '$.lastHeartbeat') - ?) WHERE accession_id = ?",
       bind: [ms, id],
