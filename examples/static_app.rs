@@ -33,7 +33,12 @@ fn main() -> rusqlite::Result<()> {
             |_| Ok(()),
         )?;
     }
-    // It dies; a minute later (backdated here) another process finds it.
+    // It dies; a minute later (backdated here, which the settings allow on
+    // purpose) another process finds it.
+    conn.execute(
+        "INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1')",
+        [],
+    )?;
     conn.execute(
         "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat',
              (properties_json ->> '$.lastHeartbeat') - 60000)",

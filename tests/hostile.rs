@@ -20,7 +20,11 @@ fn expand(sql: &str) -> String {
     let mut out = String::new();
     let chars: Vec<char> = sql.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
-        let word = |j: usize| chars.get(j).is_some_and(|c| c.is_alphanumeric() || *c == '_');
+        let word = |j: usize| {
+            chars
+                .get(j)
+                .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+        };
         let alone = !word(i.wrapping_sub(1)) && !word(i + 1);
         match c {
             'M' if alone => out.push_str(M),
@@ -36,8 +40,10 @@ fn connect(functions: bool) -> Connection {
     c.execute_batch(SCHEMA).unwrap();
     if functions {
         run_recovery::register(&c).unwrap();
-        c.query_row("SELECT run_recovery_install()", [], |r| r.get::<_, String>(0))
-            .unwrap();
+        c.query_row("SELECT run_recovery_install()", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap();
     } else {
         c.execute_batch(INSTALL).unwrap();
     }
@@ -113,11 +119,15 @@ fn play(spec: &Value, case: &Value, functions: bool) -> Result<(), String> {
             .query_row(&format!("SELECT {}", expand(&chk)), [], |r| r.get(0))
             .map_err(|e| format!("{id}: {chk}: {e}"))?;
         if got != Some(1) {
-            let m: Option<String> = c.query_row(&format!("SELECT {M}"), [], |r| r.get(0)).unwrap();
+            let m: Option<String> = c
+                .query_row(&format!("SELECT {M}"), [], |r| r.get(0))
+                .unwrap();
             return Err(format!("{id}: {chk} is {got:?}; metadata now {m:?}"));
         }
     }
-    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     if ok != "ok" {
         return Err(format!("{id}: integrity_check {ok}"));
     }
@@ -138,7 +148,12 @@ fn campaign(functions: bool) {
         })
         .collect();
     assert!(played >= 40, "{played} played");
-    assert!(failures.is_empty(), "{} of {played} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {played} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -405,6 +405,7 @@ def resumes(table, tmp):
     db.execute("SELECT run_recovery_install('{\"max_resumes\": 1000000000}')").fetchone()
     half = len(ids) // 2
     back = "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', 1000) WHERE accession_id = ?"
+    db.execute("INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1')")
 
     def resume(sql, run_ids):
         state = {"i": 0}
