@@ -76,6 +76,13 @@ pub(crate) enum Refusal {
         column: String,
         key: &'static str,
     },
+    /// install: the connection has `PRAGMA trusted_schema=OFF` and this
+    /// SQLite refuses JSON functions in triggers then (3.40 does), so the
+    /// installed triggers could not run: `found` is SQLite's message.
+    TrustedSchemaOff {
+        sqlite_version: String,
+        found: String,
+    },
     /// A config text that cannot be applied.
     BadConfig(ConfigProblem),
     /// The config stored in the database cannot be read back (a broken invariant).
@@ -264,6 +271,13 @@ impl Refusal {
                 "table {} has no column {} (config key '{key}')",
                 quote(table),
                 quote(column)
+            ),
+            TrustedSchemaOff { sqlite_version, found } => format!(
+                "this connection has PRAGMA trusted_schema=OFF, and SQLite {sqlite_version} does \
+                 not let triggers call JSON functions then ({found}); run_recovery's triggers \
+                 need them, so every write to the runs table would fail: install and write with \
+                 trusted_schema=ON, or use a SQLite that allows it (3.53 does; see \
+                 docs/compatibility.md)"
             ),
             BadConfig(p) => p.to_string(),
             StoredConfigUnreadable(p) => {

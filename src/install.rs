@@ -79,7 +79,21 @@ fn install(conn: &Connection, config: Option<&str>) -> Outcome<Config> {
         for stmt in install_script(&cfg) {
             conn.execute_batch(&stmt)?;
         }
-        Ok(())
+        // Preparing a write codes the triggers it fires: with
+        // trusted_schema=OFF, SQLite 3.40 refuses their JSON functions.
+        trigger_probe(conn, &cfg)
+    })
+    .map_err(|e| {
+        let text = e.to_string();
+        if text.contains("unsafe use of") {
+            // Nothing is installed: the savepoint was rolled back.
+            Failure::Refused(Refusal::TrustedSchemaOff {
+                sqlite_version: rusqlite::version().to_string(),
+                found: text,
+            })
+        } else {
+            Failure::Sql(e)
+        }
     })?;
     Ok(cfg)
 }
@@ -107,6 +121,25 @@ fn in_savepoint(conn: &Connection, f: impl FnOnce(&Connection) -> Result<()>) ->
             Err(e)
         }
     }
+}
+
+/// Prepares (never runs) an UPDATE and an INSERT on the runs table, which
+/// codes every installed trigger they would fire.
+fn trigger_probe(conn: &Connection, cfg: &Config) -> Result<()> {
+    use crate::sqlgen::ident;
+    let (t, id, st, meta) = (
+        ident(&cfg.table),
+        ident(&cfg.id_column),
+        ident(&cfg.status_column),
+        ident(&cfg.metadata_column),
+    );
+    conn.prepare(&format!(
+        "UPDATE {t} SET {st} = {st}, {meta} = {meta} WHERE 0"
+    ))?;
+    conn.prepare(&format!(
+        "INSERT OR REPLACE INTO {t} ({id}, {st}, {meta}) SELECT NULL, NULL, NULL WHERE 0"
+    ))?;
+    Ok(())
 }
 
 fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {

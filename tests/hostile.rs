@@ -184,3 +184,30 @@ fn a_broken_guarantee_is_caught() {
     let e = play(&spec, &broken, false).unwrap_err();
     assert!(e.contains("$.lease"), "{e}");
 }
+
+#[test]
+fn trusted_schema_off_keeps_every_write_working_on_this_sqlite() {
+    // SQLite 3.53 lets triggers call JSON functions under trusted_schema=OFF
+    // (3.40 does not: install refuses there, tests/hostile/test_hostile.py).
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch(SCHEMA).unwrap();
+    run_recovery::register(&c).unwrap();
+    c.execute_batch("PRAGMA trusted_schema = OFF").unwrap();
+    c.query_row("SELECT run_recovery_install()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    c.execute_batch(SETUP).unwrap();
+    c.execute_batch(
+        "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', NULL) WHERE accession_id = 'r'",
+    )
+    .unwrap();
+    let lease: i64 = c
+        .query_row(&format!("SELECT {M} ->> '$.lease'"), [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(lease, 2);
+    let hb: i64 = c
+        .query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get(0))
+        .unwrap();
+    assert!(hb > 1_700_000_000_000);
+}

@@ -96,3 +96,27 @@ def test_the_campaign_has_at_least_forty_cases_in_every_class():
     assert len(SPEC["cases"]) >= 40
     assert len({c["id"] for c in SPEC["cases"]}) == len(SPEC["cases"]), "ids are unique"
     assert all(len(ids) >= 3 for ids in classes.values()), classes
+
+
+def test_trusted_schema_off_on_3_40_refuses_install_and_changes_nothing(tmp_path):
+    # SQLite 3.40 lets no trigger call a JSON function under
+    # trusted_schema=OFF, so the guard could not run: install says so.
+    c = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    c.executescript(SCHEMA)
+    c.enable_load_extension(True)
+    c.load_extension(LOADABLE)
+    c.execute("PRAGMA trusted_schema = OFF")
+    before = c.execute("SELECT name FROM sqlite_schema ORDER BY name").fetchall()
+    with pytest.raises(sqlite3.Error) as e:
+        c.execute("SELECT run_recovery_install()").fetchone()
+    if sqlite3.sqlite_version_info >= (3, 53, 0):
+        pytest.skip("this SQLite allows JSON functions in triggers")
+    msg = str(e.value)
+    assert msg.startswith("run_recovery_install: this connection has PRAGMA trusted_schema=OFF, and SQLite 3.40"), msg
+    assert "unsafe use of json" in msg and "trusted_schema=ON" in msg, msg
+    assert c.execute("SELECT name FROM sqlite_schema ORDER BY name").fetchall() == before
+    # With trusted_schema back ON, install and writes work.
+    c.execute("PRAGMA trusted_schema = ON")
+    c.execute("SELECT run_recovery_install()").fetchone()
+    c.execute("INSERT INTO protocol_runs (accession_id, status, top_level_protocol_definition_accession_id) VALUES ('r', 'running', 'p')")
+    c.close()
