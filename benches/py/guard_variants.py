@@ -22,6 +22,10 @@ run_recovery (for the action: the hand-written heartbeat there):
   sorts after first  (only when named in BENCH_VARIANTS) the string test
                    behind NEW > OLD: a heartbeat that moves forward sorts
                    after the old text
+  new text only    (only when named) the string test without its checks of
+                   OLD (schema 6's, which let OLD's tail hide other keys)
+  comma test       (only when named) OLD's tail checked for a comma instead
+                   of with a GLOB
   heartbeat in the extract  (only when named) the JSON test reads
                    lastHeartbeat in its json_extract with the recovery keys
                    instead of two json_type calls
@@ -78,6 +82,23 @@ def rewrite(db, variant):
         if sql.count("'$.recoveryLog')" + clause) != 1:
             raise SystemExit("guard_variants: the JSON test's heartbeat clause moved")
         sql = sql.replace(clause, " THEN 0").replace("'$.recoveryLog')", "'$.recoveryLog', '$.lastHeartbeat')")
+    elif variant in ("new text only", "comma test"):
+        # The string test's checks of OLD (schema 7): its tail is a
+        # heartbeat too (GLOB), and NEW's digits do not go back.
+        old_tail = f"substr(CAST(OLD.{META} AS BLOB), -14)"
+        old_glob = f" AND CAST(substr(CAST(OLD.{META} AS BLOB), -30) AS TEXT) GLOB "
+        k = sql.index(old_glob, i)
+        end = sql.index("'", sql.index("'", k + len(old_glob)) + 1) + 1
+        if variant == "new text only":
+            # What schema 6 tested: NEW's tail alone (unsafe: OLD's tail may hold other keys).
+            cmp = f" AND substr(CAST(NEW.{META} AS BLOB), -14) >= {old_tail}"
+            if sql.count(cmp) != 1:
+                raise SystemExit("guard_variants: the string test's tail comparison moved")
+            sql = sql[:k] + sql[end:]
+            sql = sql.replace(cmp, "")
+        else:
+            # OLD's last 14 bytes hold no comma, so no other key.
+            sql = sql[:k] + f" AND instr({old_tail}, X'2C') = 0" + sql[end:]
     elif variant == "colon first":
         sql = sql[:i] + "    WHEN (" + COLON_TEST + sql[i + len("    WHEN ("):]
     db.execute("DROP TRIGGER run_recovery_lease_guard")
