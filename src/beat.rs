@@ -49,7 +49,10 @@ pub(crate) fn take_declined() -> bool {
 /// raising when it does not answer.
 pub(crate) fn sql_text(ctx: &Context<'_>) -> rusqlite::Result<String> {
     let (meta, now, lease) = (ctx.get_raw(0), ctx.get_raw(1), ctx.get_raw(2));
+    // The schema changed under the kept statement: decline, write nothing.
+    let fresh = crate::stmt::fresh();
     let planned = match (meta, now, lease) {
+        _ if !fresh => None,
         (ValueRef::Text(m), ValueRef::Integer(now), ValueRef::Integer(l)) => plan(m, Some(l), now),
         (ValueRef::Text(m), ValueRef::Integer(now), ValueRef::Null) => plan(m, None, now),
         _ => None,

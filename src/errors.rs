@@ -83,6 +83,18 @@ pub(crate) enum Refusal {
         sqlite_version: String,
         found: String,
     },
+    /// What install made is no longer all there (a migration rebuilt the
+    /// table, a trigger was dropped, a configured column renamed): the fence
+    /// is not in force, so every function refuses until install runs again.
+    InstallChanged {
+        table: String,
+        table_exists: bool,
+        missing: Vec<String>,
+        columns_gone: Vec<(&'static str, String)>,
+    },
+    /// The schema changed between every look at the installed objects and
+    /// the write that followed it.
+    SchemaKeptChanging { tries: u32 },
     /// A config text that cannot be applied.
     BadConfig(ConfigProblem),
     /// The config stored in the database cannot be read back (a broken invariant).
@@ -278,6 +290,39 @@ impl Refusal {
                  need them, so every write to the runs table would fail: install and write with \
                  trusted_schema=ON, or use a SQLite that allows it (3.53 does; see \
                  docs/compatibility.md)"
+            ),
+            InstallChanged {
+                table,
+                table_exists,
+                missing,
+                columns_gone,
+            } => {
+                let mut what = Vec::new();
+                if !table_exists {
+                    what.push(format!("table {} is gone", quote(table)));
+                } else {
+                    for (key, col) in columns_gone {
+                        what.push(format!(
+                            "table {} has no column {} any more (config key '{key}')",
+                            quote(table),
+                            quote(col)
+                        ));
+                    }
+                }
+                if !missing.is_empty() {
+                    what.push(format!("missing: {}", missing.join(", ")));
+                }
+                format!(
+                    "the schema changed since run_recovery was installed ({}), so the lease \
+                     fence and merge-back are not in force (a migration that rebuilt the table \
+                     drops its triggers); run SELECT run_recovery_install() again (with the new \
+                     column names in its config if they changed)",
+                    what.join("; ")
+                )
+            }
+            SchemaKeptChanging { tries } => format!(
+                "the schema changed under each of {tries} tries (another connection is \
+                 migrating the database); nothing was written, try again when it is done"
             ),
             BadConfig(p) => p.to_string(),
             StoredConfigUnreadable(p) => {

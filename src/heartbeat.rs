@@ -54,8 +54,10 @@ fn attempt(
         match stmts.execute(&inst.sql.beat, &[id, now, lease, config]) {
             Ok(0) => return Ok(None),
             Ok(_) => return Ok(Some(s.now)),
-            Err(_) if crate::beat::take_declined() => {}
-            Err(e) => return Err(e),
+            Err(e) if !crate::beat::take_declined() => return Err(e),
+            // Declined because the schema changed: nothing more here.
+            Err(_) if crate::stmt::stale_seen() => return Ok(None),
+            Err(_) => {}
         }
     }
     let changed = match s.checkpoint {
@@ -182,6 +184,13 @@ pub(crate) fn register(db: &Connection, shared: &Arc<Shared>) -> Result<()> {
             | FunctionFlags::SQLITE_DIRECTONLY
             | FunctionFlags::SQLITE_DETERMINISTIC,
         crate::beat::sql_text,
+    )?;
+    // Internal to the stamp UPDATEs (see crate::stmt::fresh).
+    db.create_scalar_function(
+        c"run_recovery_schema_fresh",
+        0,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
+        |_| Ok(crate::stmt::fresh()),
     )?;
     for n_arg in [2, 3, 4] {
         let shared = shared.clone();

@@ -43,7 +43,7 @@ pub(crate) const READER: FunctionFlags =
     FunctionFlags::SQLITE_UTF8.union(FunctionFlags::SQLITE_INNOCUOUS);
 
 /// Every SQL function and module run_recovery registers.
-pub const FUNCTIONS: [&str; 12] = [
+pub const FUNCTIONS: [&str; 13] = [
     "recover_run",
     "run_checkpoint",
     "run_heartbeat",
@@ -53,6 +53,7 @@ pub const FUNCTIONS: [&str; 12] = [
     "run_recovery_debug",
     "run_recovery_heartbeat_text",
     "run_recovery_install",
+    "run_recovery_schema_fresh",
     "run_recovery_uninstall",
     "run_recovery_version",
     "orphaned_runs",

@@ -13,6 +13,7 @@
 //! the cache cannot be used (the table was disconnected, or a call is nested
 //! inside another), statements are prepared fresh: slower, never wrong.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use rusqlite::functions::Context;
@@ -27,6 +28,9 @@ use crate::stmt::{Bind, Prepared};
 pub(crate) struct Installed {
     pub cfg: Config,
     pub sql: FunctionSql,
+    /// The schema cookie (`PRAGMA schema_version`) at which the installed
+    /// objects were last found complete (-1: not yet).
+    verified_schema: AtomicI64,
 }
 
 /// A function's work on the connection: its value, a refusal, or SQLite's error.
@@ -130,21 +134,37 @@ impl Shared {
         // Schema or JSON trouble (SQLITE_ERROR): re-read the config, then explain.
         let retry = |e: &rusqlite::Error| e.sqlite_error_code() == Some(ErrorCode::Unknown);
         let body = |stmts: &mut Stmts<'_>, cache: &mut Cached| -> Outcome<R> {
+            crate::stmt::take_stale();
             if let Some((text, inst)) = cache.clone() {
+                // No read of the schema here: a kept statement SQLite had to
+                // prepare again (the schema changed), or one never run on a
+                // schema found complete, changes nothing (see
+                // crate::stmt::fresh), and `load` then looks again.
+                stmts.verified = false;
                 match attempt(stmts, &inst, &text) {
                     Ok(Some(r)) => return Ok(r),
                     Ok(None) => {}
-                    Err(e) if retry(&e) => {}
+                    Err(e) if retry(&e) || crate::stmt::stale_seen() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            let (text, inst) = load(stmts.conn, cache)?;
-            match attempt(stmts, &inst, &text) {
-                Ok(Some(r)) => Ok(r),
-                Ok(None) => explain(stmts.conn, &inst, &text),
-                Err(e) if retry(&e) => explain(stmts.conn, &inst, &text),
-                Err(e) => Err(e.into()),
+            // The schema may change between the look and the write (another
+            // connection's migration): then look again, a few times.
+            for _ in 0..STALE_TRIES {
+                crate::stmt::take_stale();
+                let (text, inst) = load(stmts.conn, cache)?;
+                stmts.verified = true;
+                let out = attempt(stmts, &inst, &text);
+                let stale = crate::stmt::take_stale();
+                return match out {
+                    Ok(Some(r)) => Ok(r),
+                    _ if stale => continue,
+                    Ok(None) => explain(stmts.conn, &inst, &text),
+                    Err(e) if retry(&e) => explain(stmts.conn, &inst, &text),
+                    Err(e) => Err(e.into()),
+                };
             }
+            Err(Refusal::SchemaKeptChanging { tries: STALE_TRIES }.into())
         };
         // SAFETY: the caller's contract.
         unsafe { self.with_conn(handle, body) }
@@ -198,6 +218,7 @@ impl Shared {
                     &mut Stmts {
                         conn,
                         kept: Some(kept),
+                        verified: false,
                     },
                     installed,
                 )
@@ -211,6 +232,7 @@ impl Shared {
                     &mut Stmts {
                         conn: &conn,
                         kept: None,
+                        verified: false,
                     },
                     &mut fresh,
                 );
@@ -220,6 +242,10 @@ impl Shared {
         }
     }
 }
+
+/// How many times a stamp looks at the installed objects again when the
+/// schema changed between the look and the write.
+const STALE_TRIES: u32 = 3;
 
 /// The config text last read, and what was built from it.
 type Cached = Option<(Arc<str>, Arc<Installed>)>;
@@ -235,6 +261,9 @@ const KEPT_MAX: usize = 6;
 pub(crate) struct Stmts<'a> {
     conn: &'a Connection,
     kept: Option<&'a mut Vec<Prepared>>,
+    /// Whether the installed objects were found complete in this call,
+    /// at the schema the statements now run on (see [`load`]).
+    verified: bool,
 }
 
 impl Stmts<'_> {
@@ -262,8 +291,11 @@ impl Stmts<'_> {
                 kept.len() - 1
             }
         };
+        // Run on a schema `load` found complete in this call, the statement
+        // is trusted at its current reprepare count; otherwise it changes
+        // nothing unless it was trusted before at the count it has now.
         // SAFETY: as above; the statement was prepared on `db`.
-        unsafe { kept[at].execute(db, binds) }
+        unsafe { kept[at].execute_fenced(db, binds, self.verified) }
     }
 }
 
@@ -305,6 +337,9 @@ fn load(conn: &Connection, cache: &mut Cached) -> Outcome<(Arc<str>, Arc<Install
     let text = stored_config_text(conn)?;
     if let Some((seen, inst)) = cache {
         if **seen == *text {
+            // One read of the schema cookie; the objects are looked at
+            // again only when it changed.
+            verify(conn, inst, schema_cookie(conn)?)?;
             return Ok((seen.clone(), inst.clone()));
         }
     }
@@ -312,10 +347,86 @@ fn load(conn: &Connection, cache: &mut Cached) -> Outcome<(Arc<str>, Arc<Install
     let inst = Arc::new(Installed {
         sql: FunctionSql::new(&cfg),
         cfg,
+        verified_schema: AtomicI64::new(-1),
     });
+    verify(conn, &inst, schema_cookie(conn)?)?;
     let text: Arc<str> = text.into();
     *cache = Some((text.clone(), inst.clone()));
     Ok((text, inst))
+}
+
+/// Checks that what install made is still there, as install made it: every
+/// trigger on the configured table, every view, and the configured columns.
+/// A table rebuilt by a migration (its triggers dropped with it), a trigger
+/// dropped by hand or a renamed column leave the fence out of force: every
+/// function refuses then, saying what changed, until install runs again.
+/// Done once per schema change (`cookie`, the schema cookie, is kept).
+fn verify(conn: &Connection, inst: &Installed, cookie: i64) -> Outcome<()> {
+    if inst.verified_schema.load(Ordering::Relaxed) == cookie {
+        return Ok(());
+    }
+    let cfg = &inst.cfg;
+    let mut missing: Vec<String> = Vec::new();
+    {
+        let mut st =
+            conn.prepare_cached("SELECT type, tbl_name FROM main.sqlite_schema WHERE name = ?1")?;
+        for (t, on) in crate::sqlgen::installed_triggers() {
+            let row: Option<(String, String)> = st
+                .query_row([&t], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let on = on.unwrap_or(&cfg.table);
+            match row {
+                Some((ty, tbl)) if ty == "trigger" && tbl.eq_ignore_ascii_case(on) => {}
+                _ => missing.push(format!("trigger {t}")),
+            }
+        }
+        for v in crate::sqlgen::VIEWS {
+            let row: Option<(String, String)> = st
+                .query_row([v], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if !matches!(row, Some((ty, _)) if ty == "view") {
+                missing.push(format!("view {v}"));
+            }
+        }
+    }
+    let columns: Vec<String> = conn
+        .prepare_cached("SELECT name FROM pragma_table_info(?1, 'main')")?
+        .query_map([&cfg.table], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut gone: Vec<(&'static str, String)> = Vec::new();
+    let wanted = [
+        ("id_column", Some(&cfg.id_column)),
+        ("status_column", Some(&cfg.status_column)),
+        ("metadata_column", Some(&cfg.metadata_column)),
+        ("name_column", cfg.name_column.as_ref()),
+        ("end_time_column", cfg.end_time_column.as_ref()),
+        ("updated_at_column", cfg.updated_at_column.as_ref()),
+    ];
+    for (key, col) in wanted {
+        if let Some(col) = col {
+            if !columns.iter().any(|c| c.eq_ignore_ascii_case(col)) {
+                gone.push((key, col.clone()));
+            }
+        }
+    }
+    if missing.is_empty() && gone.is_empty() {
+        inst.verified_schema.store(cookie, Ordering::Relaxed);
+        return Ok(());
+    }
+    Err(Refusal::InstallChanged {
+        table: cfg.table.clone(),
+        table_exists: !columns.is_empty(),
+        missing,
+        columns_gone: gone,
+    }
+    .into())
+}
+
+const COOKIE_SQL: &str = "PRAGMA main.schema_version";
+
+/// The schema cookie of `main`, through rusqlite's statement cache.
+fn schema_cookie(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(COOKIE_SQL)?.query_row([], |r| r.get(0))
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

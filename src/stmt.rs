@@ -12,6 +12,7 @@
 //! connection (the owners are the `orphaned_runs` table and the state that
 //! table keeps alive, both released in its `xDisconnect`).
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_uint, CStr};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ use rusqlite::{ffi, Result};
 pub(crate) struct Prepared {
     sql: Arc<str>,
     stmt: NonNull<ffi::sqlite3_stmt>,
+    /// How many times SQLite had prepared this statement again (its
+    /// `SQLITE_STMTSTATUS_REPREPARE`) when it last ran on a schema found
+    /// complete; `None`: never. See [`fresh`].
+    trusted_at: Cell<Option<c_int>>,
 }
 
 impl Prepared {
@@ -53,7 +58,11 @@ impl Prepared {
         }
         let stmt =
             NonNull::new(stmt).ok_or_else(|| crate::errors::internal("an empty statement"))?;
-        Ok(Prepared { sql, stmt })
+        Ok(Prepared {
+            sql,
+            stmt,
+            trusted_at: Cell::new(None),
+        })
     }
 
     /// Whether this is the statement of `sql`.
@@ -67,6 +76,32 @@ impl Prepared {
 
     pub fn as_ptr(&self) -> *mut ffi::sqlite3_stmt {
         self.stmt.as_ptr()
+    }
+
+    /// [`Prepared::execute`] for a statement that calls [`fresh`]: when
+    /// `trust` (the caller found the installed objects complete in this
+    /// call), the statement's current reprepare count is trusted first.
+    ///
+    /// # Safety
+    /// As [`Prepared::execute`].
+    pub unsafe fn execute_fenced(
+        &self,
+        db: *mut ffi::sqlite3,
+        binds: &[Bind<'_>],
+        trust: bool,
+    ) -> Result<usize> {
+        let stmt = self.as_ptr();
+        if trust {
+            // SAFETY: the statement is ours and alive (the caller's contract).
+            let now =
+                unsafe { ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0) };
+            self.trusted_at.set(Some(now));
+        }
+        let outer = RUNNING.with(|r| r.replace(Some((stmt, self.trusted_at.get()))));
+        // SAFETY: the caller's contract.
+        let out = unsafe { self.execute(db, binds) };
+        RUNNING.with(|r| r.set(outer));
+        out
     }
 
     /// Runs this statement, which returns no rows, with `binds` as ?1, ?2, …
@@ -118,6 +153,51 @@ impl Prepared {
             out
         }
     }
+}
+
+thread_local! {
+    /// The kept statement running on this thread (see
+    /// [`Prepared::execute_fenced`]) and the reprepare count it may run at;
+    /// `None`: any.
+    static RUNNING: Cell<Option<(*mut ffi::sqlite3_stmt, Option<c_int>)>> =
+        const { Cell::new(None) };
+    /// Set when [`fresh`] answered no; read by [`take_stale`].
+    static STALE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the kept statement running on this thread (if any) runs on the
+/// schema it was last trusted on: SQLite prepares a kept statement again,
+/// inside `sqlite3_step` and before it reads a row, when the schema changed
+/// (on any connection), so a changed count means a migration, a dropped
+/// trigger or a renamed column may have taken the fence away. The stamp
+/// statements call this (through their SQL function, see `sqlgen`) before
+/// they write anything; answering no, they change nothing, and the caller
+/// looks at the installed objects again (see `state::verify`). Outside a
+/// kept statement (a statement prepared afresh in a call that looked
+/// already): yes.
+pub(crate) fn fresh() -> bool {
+    let Some((stmt, trusted)) = RUNNING.with(Cell::get) else {
+        return true;
+    };
+    // SAFETY: RUNNING holds a statement only while `execute_fenced` steps
+    // it on this thread, so it is alive.
+    let now = unsafe { ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0) };
+    let ok = trusted == Some(now);
+    if !ok {
+        STALE.with(|s| s.set(true));
+    }
+    ok
+}
+
+/// Whether [`fresh`] answered no on this thread since the last call;
+/// clears the mark.
+pub(crate) fn take_stale() -> bool {
+    STALE.with(|s| s.replace(false))
+}
+
+/// Whether [`fresh`] answered no on this thread since [`take_stale`].
+pub(crate) fn stale_seen() -> bool {
+    STALE.with(Cell::get)
 }
 
 // SAFETY: a SQLite statement is not tied to a thread; like rusqlite's

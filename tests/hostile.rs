@@ -211,3 +211,249 @@ fn trusted_schema_off_keeps_every_write_working_on_this_sqlite() {
         .unwrap();
     assert!(hb > 1_700_000_000_000);
 }
+
+fn err_of(c: &Connection, sql: &str) -> String {
+    match c.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0)) {
+        Ok(v) => panic!("{sql}: expected a refusal, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn lease_of(c: &Connection) -> i64 {
+    c.query_row(&format!("SELECT {M} ->> '$.lease'"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_dropped_trigger_makes_every_function_refuse_until_install_runs_again() {
+    let c = connect(true);
+    // Warm: orphaned_runs connected keeps the stamp statements prepared
+    // (see src/state.rs), and the config is cached.
+    c.query_row("SELECT count(*) FROM orphaned_runs", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    for _ in 0..3 {
+        c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+    }
+    c.execute_batch("DROP TRIGGER run_recovery_lease_guard")
+        .unwrap();
+    let before = snapshot(&c);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // The kept statement meets the changed schema: it writes nothing, and
+    // this call says why.
+    let e = err_of(&c, "SELECT run_heartbeat('r', 2)");
+    assert_eq!(snapshot(&c), before);
+    assert!(
+        e.starts_with("run_heartbeat: ")
+            && e.contains("missing: trigger run_recovery_lease_guard")
+            && e.contains("run SELECT run_recovery_install() again"),
+        "{e}"
+    );
+    for sql in [
+        "SELECT run_heartbeat('r', 2)",
+        "SELECT run_checkpoint('r', 9, '{}', 2)",
+        "SELECT recover_run('r', 'fail', 0)",
+        "SELECT count(*) FROM orphaned_runs",
+    ] {
+        let e = err_of(&c, sql);
+        assert!(
+            e.contains("lease fence and merge-back are not in force"),
+            "{sql}: {e}"
+        );
+    }
+    // Not the first call only: every refused call changed nothing.
+    assert_eq!(snapshot(&c), before);
+    // The config still reads, and install puts the fence back.
+    c.query_row("SELECT run_recovery_config()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    c.query_row("SELECT run_recovery_install()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    let e = c
+        .execute_batch(
+            "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', 1) WHERE accession_id = 'r'",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("older lease"), "{e}");
+}
+
+/// SQLite's 12-step rebuild (what Alembic's `batch_alter_table` does): a new
+/// table with one more column, the rows copied, the old table dropped (its
+/// triggers go with it), the new one renamed.
+fn rebuild(c: &Connection, legacy: bool) -> rusqlite::Result<()> {
+    let pragma = if legacy { "ON" } else { "OFF" };
+    let cols: String = c
+        .prepare("SELECT group_concat(name, ', ') FROM pragma_table_info('protocol_runs')")?
+        .query_row([], |r| r.get(0))?;
+    let create: String = c.query_row(
+        "SELECT sql FROM sqlite_schema WHERE name = 'protocol_runs'",
+        [],
+        |r| r.get(0),
+    )?;
+    let create = create
+        .replacen("protocol_runs", "_alembic_tmp_protocol_runs", 1)
+        .replacen('(', "(\n  operator_note TEXT,", 1);
+    c.execute_batch(&format!(
+        "PRAGMA legacy_alter_table = {pragma};
+         BEGIN;
+         {create};
+         INSERT INTO _alembic_tmp_protocol_runs ({cols}) SELECT {cols} FROM protocol_runs;
+         DROP TABLE protocol_runs;
+         ALTER TABLE _alembic_tmp_protocol_runs RENAME TO protocol_runs;
+         COMMIT;"
+    ))
+}
+
+#[test]
+fn a_rebuilt_table_is_noticed_and_a_reinstall_restores_the_fence() {
+    let c = connect(true);
+    let rows_before = snapshot(&c);
+    // legacy_alter_table OFF: the RENAME fails on the views and triggers
+    // that name the table; rolled back, nothing is lost or changed.
+    let e = rebuild(&c, false).unwrap_err().to_string();
+    assert!(e.contains("no such table: main.protocol_runs"), "{e}");
+    c.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(snapshot(&c), rows_before);
+    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    // ON: the rebuild succeeds and the triggers are gone with the old table.
+    rebuild(&c, true).unwrap();
+    c.execute_batch("PRAGMA legacy_alter_table = OFF").unwrap();
+    let e = err_of(&c, "SELECT run_heartbeat('r', 2)");
+    assert!(
+        e.contains("missing: trigger run_recovery_stamp_insert"),
+        "{e}"
+    );
+    let e = err_of(&c, "SELECT recover_run('r', 'resume', 0)");
+    assert!(e.contains("run SELECT run_recovery_install() again"), "{e}");
+    // Reinstall: the fence is back and nothing was lost.
+    c.query_row("SELECT run_recovery_install()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    assert_eq!(lease_of(&c), 2);
+    let e = c
+        .execute_batch(
+            "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', 1) WHERE accession_id = 'r'",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("older lease"), "{e}");
+    assert_eq!(lease_of(&c), 2);
+}
+
+#[test]
+fn a_renamed_column_is_an_error_never_a_string_literal() {
+    let c = connect(true);
+    c.execute_batch("ALTER TABLE protocol_runs RENAME COLUMN properties_json TO meta")
+        .unwrap();
+    let e = err_of(&c, "SELECT run_heartbeat('r', 2)");
+    assert!(
+        e.contains("table 'protocol_runs' has no column 'properties_json' any more (config key 'metadata_column')"),
+        "{e}"
+    );
+    let e = err_of(&c, "SELECT recover_run('r', 'fail', 0)");
+    assert!(e.contains("no column 'properties_json'"), "{e}");
+    // Install with the new name: everything works on the renamed column.
+    c.query_row(
+        r#"SELECT run_recovery_install('{"metadata_column":"meta"}')"#,
+        [],
+        |r| r.get::<_, String>(0),
+    )
+    .unwrap();
+    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    let lease: i64 = c
+        .query_row(
+            "SELECT meta ->> '$.lease' FROM protocol_runs WHERE accession_id = 'r'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(lease, 2);
+}
+
+#[test]
+fn a_schema_change_that_keeps_the_install_whole_changes_no_answer() {
+    let c = connect(true);
+    let hb = |c: &Connection| -> i64 {
+        c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get(0))
+            .unwrap()
+    };
+    c.query_row("SELECT count(*) FROM orphaned_runs", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    hb(&c);
+    c.execute_batch(
+        "CREATE INDEX ix_runs_name ON protocol_runs (name);
+         CREATE TABLE app_notes (id INTEGER PRIMARY KEY, note TEXT);
+         ALTER TABLE protocol_runs ADD COLUMN operator_note TEXT;",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        assert!(hb(&c) > 1_700_000_000_000);
+    }
+    let n: i64 = c
+        .query_row("SELECT run_checkpoint('r', 9, '{}', 2)", [], |r| r.get(0))
+        .unwrap();
+    assert!(n > 1_700_000_000_000);
+}
+
+/// A migration made by another connection (another process, the same file)
+/// while this one keeps its statements prepared.
+#[test]
+fn a_trigger_dropped_by_another_connection_is_noticed_before_anything_is_written() {
+    let dir = std::env::temp_dir().join(format!("rr-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.db");
+    let _ = std::fs::remove_file(&path);
+    let a = Connection::open(&path).unwrap();
+    a.execute_batch(SCHEMA).unwrap();
+    run_recovery::register(&a).unwrap();
+    a.query_row("SELECT run_recovery_install()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    a.execute_batch(SETUP).unwrap();
+    a.query_row("SELECT count(*) FROM orphaned_runs", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    for _ in 0..3 {
+        a.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        a.query_row("SELECT run_checkpoint('r', 5, '{}', 2)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    }
+    let b = Connection::open(&path).unwrap();
+    b.execute_batch("DROP TRIGGER run_recovery_replace_guard")
+        .unwrap();
+    drop(b);
+    let before = snapshot(&a);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    for sql in [
+        "SELECT run_checkpoint('r', 6, '{}', 2)",
+        "SELECT run_heartbeat('r', 2)",
+        "SELECT run_heartbeat('r', 2)",
+    ] {
+        let e = err_of(&a, sql);
+        assert!(
+            e.contains("missing: trigger run_recovery_replace_guard"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(snapshot(&a), before);
+    drop(a);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

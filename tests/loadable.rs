@@ -82,6 +82,7 @@ fn writers_are_directonly_and_readers_innocuous() {
     for w in [
         "run_heartbeat",
         "run_recovery_heartbeat_text",
+        "run_recovery_schema_fresh",
         "run_checkpoint",
         "recover_run",
         "run_recovery_install",

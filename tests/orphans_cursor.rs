@@ -119,7 +119,7 @@ fn a_select_that_cannot_be_prepared_is_an_error_naming_orphaned_runs() {
     );
     // The table is renamed under the installed config (SQLite renames it in
     // the triggers and views too; the settings still name protocol_runs):
-    // the pooled SELECT cannot be prepared again.
+    // the changed schema is noticed and the function says what to do.
     conn.execute_batch("ALTER TABLE protocol_runs RENAME TO protocol_runs_old")
         .unwrap();
     let e = conn
@@ -131,7 +131,9 @@ fn a_select_that_cannot_be_prepared_is_an_error_naming_orphaned_runs() {
         .unwrap_err();
     let text = err_text(&e);
     assert!(
-        text.starts_with("orphaned_runs: ") && text.contains("no such table: protocol_runs"),
+        text.starts_with("orphaned_runs: ")
+            && text.contains("table 'protocol_runs' is gone")
+            && text.contains("run SELECT run_recovery_install() again"),
         "{text}"
     );
 }

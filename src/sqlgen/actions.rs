@@ -66,6 +66,13 @@ fn action_trigger_name(action: &str) -> String {
     format!("run_recovery_act_{action}")
 }
 
+/// Every trigger on [`ACTIONS_VIEW`], by name.
+pub fn trigger_names() -> Vec<String> {
+    std::iter::once(UNKNOWN_TRIGGER.to_owned())
+        .chain(ACTIONS.iter().map(|a| action_trigger_name(a)))
+        .collect()
+}
+
 /// The `CREATE` statements of the two views and the triggers: the unknown
 /// action's first, then the actions' from the rarest to the heartbeat, so
 /// SQLite (newest first) enters the heartbeat's first (see the module doc).

@@ -34,6 +34,10 @@ pub const ALLOW_BACKDATING: &str = "allow_backdating";
 /// The extension's internal function that `run_heartbeat`'s UPDATE calls
 /// (see `crate::beat`).
 pub const BEAT_FUNCTION: &str = "run_recovery_heartbeat_text";
+/// The extension's internal function the stamp UPDATEs call before they
+/// write: false when SQLite had to prepare the kept statement again since
+/// the installed objects were last found complete (see `crate::stmt::fresh`).
+pub const FRESH_FUNCTION: &str = "run_recovery_schema_fresh";
 pub const VIEW: &str = "run_recovery_orphans";
 /// Every view install makes (dropping a view drops its INSTEAD OF trigger).
 pub const VIEWS: [&str; 6] = [
@@ -66,6 +70,20 @@ pub const TRIGGERS: [&str; 5] = [
     REPLACE_BEFORE_TRIGGER,
     REPLACE_AFTER_TRIGGER,
 ];
+/// Every trigger install makes, with the object it is on (`None`: the runs
+/// table): what [`crate::state`] checks is still there.
+pub fn installed_triggers() -> Vec<(String, Option<&'static str>)> {
+    let mut out: Vec<(String, Option<&'static str>)> =
+        TRIGGERS.iter().map(|t| ((*t).to_owned(), None)).collect();
+    out.push((GUARD_REPAIR_TRIGGER.to_owned(), Some(GUARD_REPAIR)));
+    out.push((GUARD_CHECK_TRIGGER.to_owned(), Some(GUARD_CHECK)));
+    out.push((STAMP_TRIGGER.to_owned(), Some(STAMP)));
+    for t in actions::trigger_names() {
+        out.push((t, Some(actions::ACTIONS_VIEW)));
+    }
+    out
+}
+
 /// `INSERT OR REPLACE` / `REPLACE INTO` of an existing run deletes the old
 /// row without firing UPDATE (or, unless `recursive_triggers` is on, DELETE)
 /// triggers. A BEFORE INSERT trigger still sees the old row: it keeps a copy
@@ -941,7 +959,7 @@ impl FunctionSql {
         // Malformed metadata makes json_type() raise: the caller then reads
         // the row to say so (see heartbeat::diagnose); nothing is written.
         let guard = format!(
-            "{id} = ?1 AND {} AND ({meta} IS NULL OR json_type({meta}) = 'object') \
+            "{id} = ?1 AND {FRESH_FUNCTION}() AND {} AND ({meta} IS NULL OR json_type({meta}) = 'object') \
 AND (?3 IS NULL OR coalesce({}, 1) = ?3) \
 AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status),

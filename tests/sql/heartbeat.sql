@@ -128,3 +128,20 @@ select run_recovery_heartbeat_text('{"lease":2,"lastHeartbeat":1700000000000}', 
 select run_recovery_heartbeat_text('{"lease":2,"lastHeartbeat":1700000000000}', 1800000000000, 1);  -- error: run_recovery_heartbeat_text: cannot set the heartbeat in place in metadata '{"lease":2,"lastHeartbeat":1700000000000}' at now 1800000000000 with lease 1: that takes a JSON object ending in "lastHeartbeat":<13 digits no later than now>} and a lease that matches (run_heartbeat then writes through SQL)
 select run_recovery_heartbeat_text('{"lastHeartbeat":1,"lastHeartbeat":1700000000000}', 1800000000000, NULL);  -- error: run_recovery_heartbeat_text: cannot set the heartbeat in place in metadata '{"lastHeartbeat":1,"lastHeartbeat":1700000000000}' at now 1800000000000 with lease NULL: that takes a JSON object ending in "lastHeartbeat":<13 digits no later than now>} and a lease that matches (run_heartbeat then writes through SQL)
 select run_recovery_heartbeat_text(NULL, 1800000000000, NULL);  -- error: run_recovery_heartbeat_text: cannot set the heartbeat in place in metadata NULL at now 1800000000000 with lease NULL: that takes a JSON object ending in "lastHeartbeat":<13 digits no later than now>} and a lease that matches (run_heartbeat then writes through SQL)
+
+-- A schema change that takes part of the install away (here a dropped
+-- trigger; a table rebuild drops them all) is noticed by the kept statements
+-- (orphaned_runs connected keeps them) before they write: refused, nothing
+-- written, until install runs again.
+select count(*) >= 0 from orphaned_runs;  -- 1
+select run_heartbeat('sp') > 0, run_checkpoint('sp', 1) > 0;  -- 1|1
+select run_recovery_schema_fresh();  -- 1
+create temp table before_drop as select properties_json from protocol_runs where accession_id = 'sp';
+drop trigger run_recovery_replace_keep;
+select run_heartbeat('sp');  -- error: run_heartbeat: the schema changed since run_recovery was installed (missing: trigger run_recovery_replace_keep), so the lease fence and merge-back are not in force (a migration that rebuilt the table drops its triggers); run SELECT run_recovery_install() again (with the new column names in its config if they changed)
+select run_heartbeat('sp');  -- error: run_heartbeat: the schema changed since run_recovery was installed (missing: trigger run_recovery_replace_keep), so the lease fence and merge-back are not in force (a migration that rebuilt the table drops its triggers); run SELECT run_recovery_install() again (with the new column names in its config if they changed)
+select run_checkpoint('sp', 2);  -- error: run_checkpoint: the schema changed since run_recovery was installed (missing: trigger run_recovery_replace_keep), so the lease fence and merge-back are not in force (a migration that rebuilt the table drops its triggers); run SELECT run_recovery_install() again (with the new column names in its config if they changed)
+select p.properties_json = b.properties_json from protocol_runs p, temp.before_drop b where accession_id = 'sp';  -- 1
+select run_recovery_install() is not null;  -- 1
+select run_heartbeat('sp') > 0, run_checkpoint('sp', 2) > 0;  -- 1|1
+select run_recovery_schema_fresh(1);  -- error: wrong number of arguments to function run_recovery_schema_fresh()
