@@ -7,7 +7,9 @@
 
 `load(conn)` loads the extension bundled in this package into a
 `sqlite3.Connection`; `loadable_path()` is the library's path, for any other
-client (`.load` in the sqlite3 shell, apsw, …).
+client (`.load` in the sqlite3 shell, apsw, …). `run_recovery.migration`
+has `table_rebuild`, for migrations (Alembic's `batch_alter_table`) that
+rebuild the runs table.
 
 Python's sqlite3 module can load extensions only when Python was built with
 `--enable-loadable-sqlite-extensions` (Debian's /usr/bin/python3 is; many
