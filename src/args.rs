@@ -64,7 +64,9 @@ pub fn json_state(func: &str, v: ValueRef<'_>) -> Result<Option<String>> {
         ValueRef::Text(t) => {
             let s =
                 std::str::from_utf8(t).map_err(|_| bad_argument(func, Expected::StateText, v))?;
-            match serde_json::from_str::<serde_json::Value>(s) {
+            // Checked without building it (any nesting depth: serde_json's
+            // value reader stops at 128 levels, its raw reader does not).
+            match serde_json::from_str::<Box<serde_json::value::RawValue>>(s) {
                 Ok(_) => Ok(Some(s.to_string())),
                 Err(_) => Err(bad_argument(func, Expected::StateJson, v)),
             }

@@ -6,7 +6,8 @@
 //! Every other key belongs to the app and is carried through untouched, in
 //! its order (serde_json's `preserve_order`).
 
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use crate::config::{in_case_of, is_terminal, Config};
 use crate::errors::Refusal;
@@ -37,7 +38,154 @@ pub(crate) mod key {
     pub const CHECKPOINT_REV_PATH: &str = "'$.checkpointRev'";
 }
 
-pub type Object = Map<String, Value>;
+/// A metadata object as read from the column. The recovery keys are parsed;
+/// every other member is kept as the text it was written in, never parsed,
+/// so the app's values come back byte for byte (every digit, every escape,
+/// any nesting depth SQLite accepts: serde_json's own reader stops at 128
+/// levels, its raw reader does not). Members keep their order.
+#[derive(Debug, Clone, Default)]
+pub struct Object {
+    /// In order; metadata objects are small, so a key is found by a scan.
+    members: Vec<(String, Member)>,
+}
+
+#[derive(Debug, Clone)]
+enum Member {
+    Parsed(Value),
+    /// JSON text as written: an app's member, or a recovery key nested too
+    /// deep to parse (read as an empty array, which SQLite casts to 0 too).
+    Text(Box<RawValue>),
+}
+
+/// How a recovery key nested too deep to parse reads (see [`Member::Text`]).
+static NESTED: Value = Value::Array(Vec::new());
+
+const RECOVERY_KEYS: [&str; 8] = [
+    key::LAST_HEARTBEAT,
+    key::CHECKPOINT_STEP,
+    key::CHECKPOINT_STATE,
+    key::LEASE,
+    key::RESUMES,
+    key::DISMISSED_HEARTBEAT,
+    key::RECOVERY_LOG,
+    key::CHECKPOINT_REV,
+];
+
+impl Object {
+    pub fn new() -> Object {
+        Object::default()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The value of a recovery key (an app's member reads as an empty array:
+    /// nothing here reads the app's keys).
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        match self.member(k)? {
+            Member::Parsed(v) => Some(v),
+            Member::Text(_) => Some(&NESTED),
+        }
+    }
+
+    /// The member's JSON text as it will be written.
+    fn member(&self, k: &str) -> Option<&Member> {
+        self.members.iter().find(|(n, _)| n == k).map(|(_, m)| m)
+    }
+
+    fn member_mut(&mut self, k: &str) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|(n, _)| n == k)
+            .map(|(_, m)| m)
+    }
+
+    fn set(&mut self, k: String, m: Member) {
+        match self.member_mut(&k) {
+            Some(slot) => *slot = m,
+            None => self.members.push((k, m)),
+        }
+    }
+
+    /// Sets `k` (kept in its place when present, else last).
+    pub fn insert(&mut self, k: String, v: Value) {
+        self.set(k, Member::Parsed(v));
+    }
+
+    /// Sets `k` to the member `from_key` of `from` as it is (NULL when absent).
+    pub fn insert_member_of(&mut self, k: String, from: &Object, from_key: &str) {
+        let m = from
+            .member(from_key)
+            .cloned()
+            .unwrap_or(Member::Parsed(Value::Null));
+        self.set(k, m);
+    }
+
+    #[cfg(test)]
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.members.iter().map(|(k, _)| k)
+    }
+
+    /// Appends `item` to the array `k`, read or kept as text; `false` when
+    /// `k` is not an array (nothing changed).
+    pub fn push_to_array(&mut self, k: &str, item: Value) -> bool {
+        match self.member_mut(k) {
+            Some(Member::Parsed(Value::Array(a))) => {
+                a.push(item);
+                true
+            }
+            Some(Member::Text(t)) => {
+                let text = t.get().trim_end();
+                let Some(body) = text.strip_prefix('[').and_then(|b| b.strip_suffix(']')) else {
+                    return false;
+                };
+                let body = body.trim_end();
+                let sep = if body.trim_start().is_empty() {
+                    ""
+                } else {
+                    ","
+                };
+                let joined = format!("[{body}{sep}{item}]");
+                match RawValue::from_string(joined) {
+                    Ok(raw) => {
+                        *t = raw;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// The object as JSON text: the app's members as they were written.
+    pub fn to_text(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, m)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push(':');
+            match m {
+                Member::Parsed(v) => out.push_str(&v.to_string()),
+                Member::Text(t) => out.push_str(t.get()),
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&str> for Object {
+    type Output = Value;
+    fn index(&self, k: &str) -> &Value {
+        self.get(k).unwrap_or(&Value::Null)
+    }
+}
 
 /// Parses the metadata column. NULL is an empty object; anything that is not
 /// a JSON object is refused, never overwritten.
@@ -50,11 +198,10 @@ pub(crate) fn parse(text: Option<&str>) -> Result<Object, Refusal> {
     if let Ok(FirstOfEachKey(m)) = serde_json::from_str(text) {
         return Ok(m);
     }
-    // Not an object: read again only to say what it is.
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(Refusal::NotObject {
-            kind: kind(&other),
+    // Not an object: read again (without nesting) only to say what it is.
+    match serde_json::from_str::<Box<RawValue>>(text) {
+        Ok(raw) => Err(Refusal::NotObject {
+            kind: kind_of_text(raw.get()),
             text: text.to_string(),
         }),
         Err(_) => Err(Refusal::NotJson {
@@ -78,26 +225,39 @@ impl<'de> serde::Deserialize<'de> for FirstOfEachKey {
                 self,
                 mut a: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut m = Object::new();
+                let mut m = Vec::new();
+                let mut seen = std::collections::HashSet::new();
                 while let Some(k) = a.next_key::<String>()? {
-                    let v: Value = a.next_value()?;
-                    m.entry(k).or_insert(v);
+                    let raw: Box<RawValue> = a.next_value()?;
+                    if !seen.insert(k.clone()) {
+                        continue;
+                    }
+                    let member = if RECOVERY_KEYS.contains(&k.as_str()) {
+                        match serde_json::from_str::<Value>(raw.get()) {
+                            Ok(v) => Member::Parsed(v),
+                            Err(_) => Member::Text(raw),
+                        }
+                    } else {
+                        Member::Text(raw)
+                    };
+                    m.push((k, member));
                 }
-                Ok(FirstOfEachKey(m))
+                Ok(FirstOfEachKey(Object { members: m }))
             }
         }
         d.deserialize_map(Visit)
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// What a JSON text is, from its first byte.
+fn kind_of_text(t: &str) -> &'static str {
+    match t.trim_start().as_bytes().first() {
+        Some(b'[') => "array",
+        Some(b'{') => "object",
+        Some(b'"') => "string",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        _ => "number",
     }
 }
 
@@ -184,7 +344,8 @@ impl Action {
 pub struct Decision {
     pub status: String,
     pub metadata: Object,
-    pub outcome: Value,
+    /// The outcome object (see docs/api.md, recover_run).
+    pub outcome: Object,
 }
 
 /// A run as read from its row.
@@ -297,25 +458,26 @@ pub(crate) fn decide(cfg: &Config, run: Run<'_>, req: Request) -> Result<Decisio
         "leaseBefore": st.lease,
         "leaseAfter": lease_after,
     });
-    match out.get_mut(key::RECOVERY_LOG) {
-        Some(Value::Array(log)) => log.push(record),
-        _ => {
-            out.insert(key::RECOVERY_LOG.into(), Value::Array(vec![record]));
-        }
+    if !out.push_to_array(key::RECOVERY_LOG, record.clone()) {
+        out.insert(key::RECOVERY_LOG.into(), Value::Array(vec![record]));
     }
     let after = State::of(&out);
-    let outcome = json!({
-        "run_id": run.id,
-        "action": action.name(),
-        "status": new_status,
-        "previous_status": status,
-        "lease": after.lease,
-        "resumes": after.resumes,
-        "last_heartbeat": after.last_heartbeat,
-        "age_ms": age,
-        "checkpoint_step": st.checkpoint_step,
-        "checkpoint_state": st.checkpoint_state,
-    });
+    let mut outcome = Object::new();
+    for (k, v) in [
+        ("run_id", json!(run.id)),
+        ("action", json!(action.name())),
+        ("status", json!(new_status)),
+        ("previous_status", json!(status)),
+        ("lease", json!(after.lease)),
+        ("resumes", json!(after.resumes)),
+        ("last_heartbeat", json!(after.last_heartbeat)),
+        ("age_ms", json!(age)),
+        ("checkpoint_step", json!(st.checkpoint_step)),
+    ] {
+        outcome.insert(k.into(), v);
+    }
+    // As written (any depth), like every other member the app wrote.
+    outcome.insert_member_of("checkpoint_state".into(), m, key::CHECKPOINT_STATE);
     Ok(Decision {
         status: new_status,
         metadata: out,
@@ -555,6 +717,37 @@ mod tests {
         let mut beat = d.metadata.clone();
         beat.insert("lastHeartbeat".into(), json!(2));
         assert!(!State::of(&beat).dismissed());
+    }
+
+    #[test]
+    fn app_members_and_deep_recovery_keys_are_written_back_as_they_were() {
+        let deep = format!("{}{}", "[".repeat(1500), "]".repeat(1500));
+        let text = format!(
+            r#"{{"esc":"caf\u00e9 \/", "n":1.50e0, "deep":{deep},"lastHeartbeat":1,"checkpointState":{{"s": {deep}}},"recoveryLog":[ {deep} ]}}"#
+        );
+        let m = obj(&text);
+        let d = dec(&Config::default(), "running", &m, Action::Resume, 0, 100).unwrap();
+        let out = d.metadata.to_text();
+        assert!(
+            out.starts_with(&format!(
+                r#"{{"esc":"caf\u00e9 \/","n":1.50e0,"deep":{deep},"#
+            )),
+            "{}",
+            &out[..80]
+        );
+        assert!(out.contains(&format!(r#""checkpointState":{{"s": {deep}}}"#)));
+        assert!(out.contains(&format!(r#""recoveryLog":[ {deep},{{"action":"resume""#)));
+        assert_eq!(d.metadata["lease"], 2);
+        let outcome = d.outcome.to_text();
+        assert!(outcome.ends_with(&format!(r#""checkpoint_state":{{"s": {deep}}}}}"#)));
+        // An empty log gets the record alone; a log that is not an array is
+        // replaced by one (as the SQL actions do).
+        let mut e = obj(r#"{"recoveryLog":[ ]}"#);
+        e.members[0].1 = Member::Text(RawValue::from_string("[ ]".into()).unwrap());
+        assert!(e.push_to_array("recoveryLog", json!(1)));
+        assert_eq!(e.to_text(), r#"{"recoveryLog":[1]}"#);
+        let mut s = obj(r#"{"recoveryLog":"x"}"#);
+        assert!(!s.push_to_array("recoveryLog", json!(1)));
     }
 
     #[test]

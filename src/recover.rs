@@ -28,7 +28,7 @@ fn recover(
     id: &Value,
     id_text: &str,
     req: Request,
-) -> Outcome<serde_json::Value> {
+) -> Outcome<crate::metadata::Object> {
     // A concurrent heartbeat may change the row between read and write; a few
     // rounds settle it (each round re-decides from what is really there).
     for _ in 0..8 {
@@ -50,7 +50,7 @@ fn recover(
             metadata: &m,
         };
         let d = decide(&inst.cfg, run, req)?;
-        let new_meta = serde_json::Value::Object(d.metadata).to_string();
+        let new_meta = d.metadata.to_text();
         // A write cannot wait for another writer when the calling statement
         // already holds a read snapshot: SQLite answers SQLITE_BUSY at once.
         let snapshot_held = holds_read_snapshot(conn);
@@ -130,7 +130,7 @@ fn sql_recover(ctx: &Context<'_>, shared: &Shared) -> Result<String> {
                 threshold_ms: threshold.unwrap_or(inst.cfg.stale_after_ms),
                 now: now_ms(),
             };
-            recover(conn, inst, &id, &id_text, req).map(|v| v.to_string())
+            recover(conn, inst, &id, &id_text, req).map(|v| v.to_text())
         })
         .map_err(|f| f.into_sql(F, &id_text))
 }
