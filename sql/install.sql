@@ -2,19 +2,19 @@
 -- A client without the extension can apply it as-is (sqlite3 db < sql/install.sql).
 -- A test keeps this file equal to what install generates: `make sql` rewrites it.
 SAVEPOINT run_recovery_install;
-DROP TRIGGER IF EXISTS run_recovery_stamp_insert;
-DROP TRIGGER IF EXISTS run_recovery_stamp_live;
-DROP TRIGGER IF EXISTS run_recovery_lease_guard;
-DROP TRIGGER IF EXISTS run_recovery_replace_keep;
-DROP TRIGGER IF EXISTS run_recovery_replace_guard;
-DROP TRIGGER IF EXISTS run_recovery_merge_back;
-DROP VIEW IF EXISTS run_recovery_orphans;
-DROP VIEW IF EXISTS run_recovery_actions;
-DROP VIEW IF EXISTS run_recovery_runs;
-DROP VIEW IF EXISTS run_recovery_guard_repair;
-DROP VIEW IF EXISTS run_recovery_guard_check;
-DROP VIEW IF EXISTS run_recovery_stamp;
-DROP TABLE IF EXISTS run_recovery_replaced;
+DROP TRIGGER IF EXISTS main.run_recovery_stamp_insert;
+DROP TRIGGER IF EXISTS main.run_recovery_stamp_live;
+DROP TRIGGER IF EXISTS main.run_recovery_lease_guard;
+DROP TRIGGER IF EXISTS main.run_recovery_replace_keep;
+DROP TRIGGER IF EXISTS main.run_recovery_replace_guard;
+DROP TRIGGER IF EXISTS main.run_recovery_merge_back;
+DROP VIEW IF EXISTS main.run_recovery_orphans;
+DROP VIEW IF EXISTS main.run_recovery_actions;
+DROP VIEW IF EXISTS main.run_recovery_runs;
+DROP VIEW IF EXISTS main.run_recovery_guard_repair;
+DROP VIEW IF EXISTS main.run_recovery_guard_check;
+DROP VIEW IF EXISTS main.run_recovery_stamp;
+DROP TABLE IF EXISTS main.run_recovery_replaced;
 CREATE TABLE IF NOT EXISTS run_recovery_settings (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 CREATE TABLE run_recovery_replaced (run_id PRIMARY KEY, meta, status);
 CREATE VIEW run_recovery_stamp AS SELECT NULL AS run_id WHERE 0;
@@ -192,7 +192,7 @@ FROM (SELECT "accession_id" AS run_id, "name" AS name, "status" AS status,
          coalesce(CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.resumes') AS INTEGER) END, 0) AS resumes,
          CASE WHEN json_valid("properties_json") THEN CAST(json_extract("properties_json", '$.dismissedHeartbeat') AS INTEGER) END AS dismissed_at, CASE "status" WHEN 'running' THEN 1 WHEN 'RUNNING' THEN 1 WHEN 'paused' THEN 1 WHEN 'PAUSED' THEN 1 WHEN 'preparing' THEN 1 WHEN 'PREPARING' THEN 1 WHEN 'pausing' THEN 1 WHEN 'PAUSING' THEN 1 WHEN 'resuming' THEN 1 WHEN 'RESUMING' THEN 1 WHEN 'canceling' THEN 1 WHEN 'CANCELING' THEN 1 WHEN 'intervening' THEN 1 WHEN 'INTERVENING' THEN 1 WHEN 'requires_intervention' THEN 1 WHEN 'REQUIRES_INTERVENTION' THEN 1 WHEN 'Running' THEN 1 WHEN 'Paused' THEN 1 WHEN 'Preparing' THEN 1 WHEN 'Pausing' THEN 1 WHEN 'Resuming' THEN 1 WHEN 'Canceling' THEN 1 WHEN 'Intervening' THEN 1 WHEN 'Requires_intervention' THEN 1 ELSE 0 END AS live
       FROM "protocol_runs");
-UPDATE "protocol_runs" SET "properties_json" = json_set(json_insert(coalesce("properties_json", '{}'), '$.lease', 1), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+UPDATE main."protocol_runs" SET "properties_json" = json_set(json_insert(coalesce("properties_json", '{}'), '$.lease', 1), '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 WHERE "status" IN ('preparing', 'PREPARING', 'Preparing', 'running', 'RUNNING', 'Running', 'pausing', 'PAUSING', 'Pausing', 'paused', 'PAUSED', 'Paused', 'resuming', 'RESUMING', 'Resuming', 'canceling', 'CANCELING', 'Canceling', 'intervening', 'INTERVENING', 'Intervening', 'requires_intervention', 'REQUIRES_INTERVENTION', 'Requires_intervention') AND ("properties_json" IS NULL OR CASE WHEN json_valid("properties_json") THEN json_type("properties_json") = 'object' ELSE 0 END) AND ("properties_json" IS NULL OR coalesce(json_type("properties_json", '$.lastHeartbeat'), 'null') = 'null');
-INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('config', '{"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}'), ('schema_version', '7');
+INSERT OR REPLACE INTO main.run_recovery_settings (key, value) VALUES ('config', '{"table":"protocol_runs","id_column":"accession_id","status_column":"status","metadata_column":"properties_json","name_column":"name","end_time_column":"end_time","updated_at_column":"updated_at","stale_after_ms":30000,"live_statuses":["preparing","running","pausing","paused","resuming","canceling","intervening","requires_intervention"],"max_resumes":3}'), ('schema_version', '7');
 RELEASE run_recovery_install;

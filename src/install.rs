@@ -128,7 +128,7 @@ fn in_savepoint(conn: &Connection, f: impl FnOnce(&Connection) -> Result<()>) ->
 fn trigger_probe(conn: &Connection, cfg: &Config) -> Result<()> {
     use crate::sqlgen::ident;
     let (t, id, st, meta) = (
-        ident(&cfg.table),
+        format!("main.{}", ident(&cfg.table)),
         ident(&cfg.id_column),
         ident(&cfg.status_column),
         ident(&cfg.metadata_column),

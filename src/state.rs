@@ -305,7 +305,7 @@ fn caller(ctx: &Context<'_>) -> Outcome<*mut ffi::sqlite3> {
     Ok(unsafe { ctx.get_connection()?.handle() })
 }
 
-const CONFIG_SQL: &str = "SELECT value FROM run_recovery_settings WHERE key = 'config'";
+const CONFIG_SQL: &str = "SELECT value FROM main.run_recovery_settings WHERE key = 'config'";
 
 /// The config text stored by install: the one reader, with one error policy.
 /// No settings table (the statement fails with SQLITE_ERROR, "no such

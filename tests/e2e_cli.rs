@@ -311,3 +311,33 @@ fn demo_answer_fail_marks_the_run_failed() {
     assert_eq!(meta_int(&conn, &id, "lease"), Some(2));
     assert_eq!(steps_done(&conn, &id), exactly_once(1));
 }
+
+#[test]
+fn a_view_named_orphaned_runs_is_refused_never_read_as_the_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = one_orphan(dir.path());
+    connect(&path)
+        .execute_batch("CREATE VIEW orphaned_runs AS SELECT 'fake' AS run_id, 'x' AS name")
+        .unwrap();
+    for args in [vec!["check", &path], vec!["check", &path, "--json"]] {
+        let out = cli(&args, "");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing is listed");
+        assert_eq!(
+            stderr(&out).trim(),
+            format!(
+                "run-recovery: a view named orphaned_runs in {path} hides run_recovery's \
+                 orphaned_runs, so no orphan could be read reliably; rename or drop that view"
+            )
+        );
+    }
+    connect(&path)
+        .execute_batch("DROP VIEW orphaned_runs")
+        .unwrap();
+    let out = cli(&["check", &path], "");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("r1"),
+        "{}",
+        stderr(&out)
+    );
+}

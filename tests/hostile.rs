@@ -457,3 +457,67 @@ fn a_trigger_dropped_by_another_connection_is_noticed_before_anything_is_written
     drop(a);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// TEMP objects named like the runs and settings tables (an app's scratch
+/// copy): the extension's statements read and write main only.
+#[test]
+fn temp_tables_named_like_the_install_never_receive_the_extension_s_statements() {
+    let c = connect(true);
+    c.execute_batch(
+        "CREATE TEMP TABLE protocol_runs (accession_id TEXT PRIMARY KEY, name, status, properties_json, end_time, updated_at);
+         INSERT INTO temp.protocol_runs VALUES ('r', 'scratch', 'running', '{\"lease\":9,\"lastHeartbeat\":1}', NULL, NULL);
+         CREATE TEMP TABLE run_recovery_settings (key, value);",
+    )
+    .unwrap();
+    let temp_before: String = c
+        .query_row("SELECT properties_json FROM temp.protocol_runs", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let main_lease = |c: &Connection| -> i64 {
+        c.query_row(
+            "SELECT properties_json ->> '$.lease' FROM main.protocol_runs WHERE accession_id = 'r'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    c.query_row("SELECT run_checkpoint('r', 7, '{}', 2)", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    let e = err_of(&c, "SELECT run_heartbeat('r', 9)");
+    assert!(e.contains("stale lease 9"), "{e}");
+    let listed: i64 = c
+        .query_row(
+            "SELECT count(*) FROM orphaned_runs(0) WHERE run_id = 'r' AND lease = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(listed, 1);
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    c.query_row("SELECT recover_run('r', 'resume', 0)", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    c.query_row("SELECT run_recovery_install()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    assert_eq!(main_lease(&c), 3);
+    let temp_after: String = c
+        .query_row("SELECT properties_json FROM temp.protocol_runs", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(temp_after, temp_before);
+    let temp_settings: i64 = c
+        .query_row("SELECT count(*) FROM temp.run_recovery_settings", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(temp_settings, 0);
+}

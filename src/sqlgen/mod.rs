@@ -393,9 +393,12 @@ pub fn orphan_select(
     cols: OrphanColumns,
 ) -> String {
     let f = RunFields::new(cfg, &names(cfg));
+    // Run as the extension's own statement: qualified, so a TEMP table of
+    // the same name is never read.
+    let from = format!("main.{}", ident(&cfg.table));
     format!(
         "{}\nORDER BY coalesce({}, 0), {}",
-        orphan_rows_select(cfg, now, threshold, include_dismissed, cols),
+        rows_select_from(cfg, &from, now, threshold, include_dismissed, cols),
         f.last_heartbeat,
         f.id
     )
@@ -408,6 +411,27 @@ pub fn orphan_select(
 /// counts or orders by something else would pay for it for nothing.
 pub fn orphan_rows_select(
     cfg: &Config,
+    now: &str,
+    threshold: &str,
+    include_dismissed: &str,
+    cols: OrphanColumns,
+) -> String {
+    // In a view of main, names resolve in main only (SQLite's rule for
+    // schema objects), so the view's text names the table unqualified.
+    rows_select_from(
+        cfg,
+        &ident(&cfg.table),
+        now,
+        threshold,
+        include_dismissed,
+        cols,
+    )
+}
+
+/// [`orphan_rows_select`] reading the runs from `from`.
+fn rows_select_from(
+    cfg: &Config,
+    from: &str,
     now: &str,
     threshold: &str,
     include_dismissed: &str,
@@ -465,7 +489,7 @@ FROM {table}
 WHERE {live}
   AND {stale_and_shown}",
         select = select.join(",\n       "),
-        table = n.table,
+        table = from,
         live = live_index_test(cfg, &n.status),
     )
 }
@@ -876,8 +900,10 @@ END"
 
     // 6. Runs live right now that never heartbeated get a first stamp, so they are
     //    not orphans before their executor had a chance (an existing heartbeat is kept).
+    // Statements (not schema objects) are qualified with the install's
+    // schema: a TEMP object of the same name never receives them.
     out.push(format!(
-        "UPDATE {table} SET {meta} = json_set(json_insert(coalesce({meta}, '{{}}'), {LEASE_PATH}, 1), {LAST_HEARTBEAT_PATH}, {NOW_MS})
+        "UPDATE main.{table} SET {meta} = json_set(json_insert(coalesce({meta}, '{{}}'), {LEASE_PATH}, 1), {LAST_HEARTBEAT_PATH}, {NOW_MS})
 WHERE {} AND {} AND {}",
         live_index_test(cfg, status),
         writable(meta),
@@ -885,7 +911,7 @@ WHERE {} AND {} AND {}",
     ));
 
     out.push(format!(
-        "INSERT OR REPLACE INTO {SETTINGS_TABLE} (key, value) VALUES ('config', {}), ('schema_version', '{SCHEMA_VERSION}')",
+        "INSERT OR REPLACE INTO main.{SETTINGS_TABLE} (key, value) VALUES ('config', {}), ('schema_version', '{SCHEMA_VERSION}')",
         literal(&cfg.to_json().to_string())
     ));
     out
@@ -896,12 +922,16 @@ pub fn uninstall_script(settings: bool) -> Vec<String> {
     let mut out: Vec<String> = TRIGGERS
         .iter()
         .chain(OLD_TRIGGERS.iter())
-        .map(|t| format!("DROP TRIGGER IF EXISTS {t}"))
+        .map(|t| format!("DROP TRIGGER IF EXISTS main.{t}"))
         .collect();
-    out.extend(VIEWS.iter().map(|v| format!("DROP VIEW IF EXISTS {v}")));
-    out.push(format!("DROP TABLE IF EXISTS {REPLACED_TABLE}"));
+    out.extend(
+        VIEWS
+            .iter()
+            .map(|v| format!("DROP VIEW IF EXISTS main.{v}")),
+    );
+    out.push(format!("DROP TABLE IF EXISTS main.{REPLACED_TABLE}"));
     if settings {
-        out.push(format!("DROP TABLE IF EXISTS {SETTINGS_TABLE}"));
+        out.push(format!("DROP TABLE IF EXISTS main.{SETTINGS_TABLE}"));
     }
     out
 }
@@ -953,6 +983,9 @@ impl FunctionSql {
             status,
             meta,
         } = names(cfg);
+        // Top-level statements: qualified with the install's schema, so a
+        // TEMP table named like the runs or settings table never receives them.
+        let table = format!("main.{table}");
         // ?1 id, ?2 now, ?3 lease or NULL, ?4 the config text these statements
         // were made from (so a changed install is noticed inside the same
         // statement); checkpoint adds ?5 step, ?6 state (JSON text or NULL).
@@ -961,7 +994,7 @@ impl FunctionSql {
         let guard = format!(
             "{id} = ?1 AND {FRESH_FUNCTION}() AND {} AND ({meta} IS NULL OR json_type({meta}) = 'object') \
 AND (?3 IS NULL OR coalesce({}, 1) = ?3) \
-AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
+AND (SELECT value FROM main.{SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status),
             int_at(&meta, LEASE)
         );
@@ -1000,7 +1033,7 @@ RETURNING {hb}",
         // function checks the rest on the text, in one pass.
         let beat = format!(
             "UPDATE {table} SET {meta} = {BEAT_FUNCTION}({meta}, ?2, ?3) WHERE {id} = ?1 \
-AND {} AND (SELECT value FROM {SETTINGS_TABLE} WHERE key = 'config') = ?4",
+AND {} AND (SELECT value FROM main.{SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status)
         );
         // Compare-and-set: acts only if status and metadata are still what was read.

@@ -145,3 +145,14 @@ select p.properties_json = b.properties_json from protocol_runs p, temp.before_d
 select run_recovery_install() is not null;  -- 1
 select run_heartbeat('sp') > 0, run_checkpoint('sp', 2) > 0;  -- 1|1
 select run_recovery_schema_fresh(1);  -- error: wrong number of arguments to function run_recovery_schema_fresh()
+
+-- A TEMP table named like the runs table (and one like the settings table)
+-- never receives the extension's statements: they are qualified with main.
+create temp table protocol_runs (accession_id text primary key, name, status, properties_json, end_time, updated_at);
+insert into temp.protocol_runs values ('sp', 'scratch', 'running', '{"lastHeartbeat":1}', null, null);
+create temp table run_recovery_settings (key, value);
+select run_heartbeat('sp') > 1700000000000, run_checkpoint('sp', 3) > 1700000000000;  -- 1|1
+select properties_json ->> '$.checkpointStep' from main.protocol_runs where accession_id = 'sp';  -- 3
+select properties_json, (select count(*) from temp.run_recovery_settings) from temp.protocol_runs;  -- {"lastHeartbeat":1}|0
+drop table temp.protocol_runs;
+drop table temp.run_recovery_settings;

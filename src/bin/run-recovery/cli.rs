@@ -8,7 +8,7 @@ use std::path::Path;
 use run_recovery::config::Config;
 use run_recovery::Action;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::json;
 
 /// An error for the user: printed as `run-recovery: <msg>`, exit status `code`.
@@ -145,7 +145,7 @@ pub fn open(path: &str) -> Result<Connection, CliError> {
 pub fn open_installed(path: &str) -> Result<Connection, CliError> {
     let conn = open(path)?;
     let installed: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'run_recovery_settings'",
+        "SELECT count(*) > 0 FROM main.sqlite_schema WHERE type = 'table' AND name = 'run_recovery_settings'",
         [],
         |r| r.get(0),
     )?;
@@ -153,6 +153,22 @@ pub fn open_installed(path: &str) -> Result<Connection, CliError> {
         return Err(CliError::usage(format!(
             "run_recovery is not installed in {path}\n  install it with: run-recovery install {path}\n  \
              (or in SQL: SELECT run_recovery_install();)"
+        )));
+    }
+    // A table or view of that name hides the table-valued function from
+    // every query (SQLite looks for schema objects first): the CLI would
+    // read the app's object and call its rows orphans.
+    let hiding: Option<String> = conn
+        .query_row(
+            "SELECT type FROM main.sqlite_schema WHERE name = 'orphaned_runs' COLLATE NOCASE",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(kind) = hiding {
+        return Err(CliError::refused(format!(
+            "a {kind} named orphaned_runs in {path} hides run_recovery's orphaned_runs, so no \
+             orphan could be read reliably; rename or drop that {kind}"
         )));
     }
     Ok(conn)
