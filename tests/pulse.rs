@@ -281,3 +281,49 @@ fn a_new_pulse_replaces_the_old_one() {
     );
     assert_no_more_stamps(&conn, "r1");
 }
+
+/// The pulse opens the file as the caller did: through the caller's VFS
+/// (here `unix-dotfile`, whose locks the default VFS does not see) and with
+/// its URI parameters. Under the default VFS the pulse would write through
+/// the caller's EXCLUSIVE transaction; with the caller's, it waits for it.
+#[test]
+fn the_pulse_opens_the_file_through_the_callers_vfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_db(dir.path(), "dot.db", "delete", 30_000);
+    let uri = format!("file:{path}?vfs=unix-dotfile&cache=private");
+    let conn = Connection::open_with_flags(
+        &uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    run_recovery::register(&conn).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    one::<i64>(&conn, "SELECT run_heartbeat_every('r1', 10)").unwrap();
+    wait_until("the pulse stamps", || {
+        count(&pulse(&conn, "r1"), "stamps") >= 2
+    });
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let held_from = heartbeat(&conn, "r1");
+    let stamps = count(&pulse(&conn, "r1"), "stamps");
+    std::thread::sleep(Duration::from_millis(300));
+    // Nothing landed inside the transaction: the pulse saw the dot-file lock
+    // (through the default VFS it would have stamped the file meanwhile).
+    assert_eq!(count(&pulse(&conn, "r1"), "stamps"), stamps);
+    assert_eq!(heartbeat(&conn, "r1"), held_from);
+    conn.execute_batch(
+        "UPDATE protocol_runs SET name = 'renamed in the transaction' WHERE accession_id = 'r1'; COMMIT",
+    )
+    .unwrap();
+    wait_until("a stamp after the commit", || {
+        count(&pulse(&conn, "r1"), "stamps") > stamps
+    });
+    let check: String = one(&conn, "PRAGMA integrity_check").unwrap();
+    assert_eq!(check, "ok");
+    let name: String = one(
+        &conn,
+        "SELECT name FROM protocol_runs WHERE accession_id = 'r1'",
+    )
+    .unwrap();
+    assert_eq!(name, "renamed in the transaction");
+    one::<i64>(&conn, "SELECT run_heartbeat_stop('r1')").unwrap();
+}

@@ -8,7 +8,8 @@
 //!   the call's error), and captures the lease the run holds (or checks the
 //!   one given). Every later stamp is fenced with that lease.
 //! - It opens a second connection to the file named by the caller's main
-//!   database (refused for in-memory and temporary databases), with the
+//!   database (refused for in-memory and temporary databases), through the
+//!   caller's VFS and with its URI parameters, with the
 //!   caller's busy_timeout (or one interval when the caller has none), and
 //!   starts a thread that stamps once per interval.
 //! - SQLITE_BUSY/SQLITE_LOCKED after the busy timeout is never a lost
@@ -128,12 +129,7 @@ fn start(ctx: &Context<'_>, shared: &Shared, req: &Request) -> Outcome<i64> {
             Ok(State::of(&parse(meta.as_deref())?).lease)
         })?,
     };
-    let pulse_conn = Connection::open_with_flags(
-        &path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let pulse_conn = open_like(&conn, &path)?;
     let pulse_shared = crate::register_state(&pulse_conn)?;
     let busy_ms = if caller_busy > 0 {
         caller_busy
@@ -162,6 +158,103 @@ fn start(ctx: &Context<'_>, shared: &Shared, req: &Request) -> Outcome<i64> {
         .map_err(|e| Refusal::NoThread { why: e.to_string() })?;
     shared.pulses.insert(req.id_text.clone(), ctl);
     Ok(lease)
+}
+
+/// A second connection to `path` as the caller opened its main database:
+/// through the same VFS (a VFS with its own locking, encryption or
+/// compression must see the pulse's writes as its own), with the same URI
+/// parameters (all but `vfs`, which is passed by name).
+fn open_like(conn: &Connection, path: &str) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // SAFETY: `conn` is the caller's open connection, on this thread.
+    let (vfs, params) = unsafe { vfs_and_params(conn.handle()) };
+    let target = if params.is_empty() {
+        path.to_string()
+    } else {
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", uri_escape(k), uri_escape(v)))
+            .collect();
+        format!("file:{}?{}", uri_escape(path), query.join("&"))
+    };
+    match vfs {
+        Some(name) => Connection::open_with_flags_and_vfs(&target, flags, name.as_str()),
+        None => Connection::open_with_flags(&target, flags),
+    }
+}
+
+/// The name of the VFS behind `db`'s main database, and its URI parameters
+/// (without `vfs`), in order.
+///
+/// # Safety
+/// `db` is an open connection, used on this thread.
+unsafe fn vfs_and_params(
+    db: *mut rusqlite::ffi::sqlite3,
+) -> (Option<String>, Vec<(String, String)>) {
+    use rusqlite::ffi;
+    use std::ffi::{c_void, CStr};
+    let main = c"main";
+    let mut vfs: *mut ffi::sqlite3_vfs = std::ptr::null_mut();
+    // SAFETY: SQLITE_FCNTL_VFS_POINTER writes the main database's VFS
+    // pointer into `vfs`; the VFS stays registered while `db` uses it, and
+    // its zName is a NUL-terminated name, copied here.
+    let name = unsafe {
+        let rc = ffi::sqlite3_file_control(
+            db,
+            main.as_ptr(),
+            ffi::SQLITE_FCNTL_VFS_POINTER,
+            (&mut vfs as *mut *mut ffi::sqlite3_vfs).cast::<c_void>(),
+        );
+        if rc == ffi::SQLITE_OK && !vfs.is_null() && !(*vfs).zName.is_null() {
+            Some(CStr::from_ptr((*vfs).zName).to_string_lossy().into_owned())
+        } else {
+            None
+        }
+    };
+    let mut params = Vec::new();
+    // SAFETY: sqlite3_db_filename's answer is valid while `db` is open, and
+    // is what sqlite3_uri_key / sqlite3_uri_parameter take; each key and
+    // value is a NUL-terminated text owned by SQLite, copied here.
+    unsafe {
+        let file = ffi::sqlite3_db_filename(db, main.as_ptr());
+        if !file.is_null() {
+            for i in 0.. {
+                let key = ffi::sqlite3_uri_key(file, i);
+                if key.is_null() {
+                    break;
+                }
+                let value = ffi::sqlite3_uri_parameter(file, key);
+                let key = CStr::from_ptr(key).to_string_lossy().into_owned();
+                if key == "vfs" {
+                    continue;
+                }
+                let value = if value.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(value).to_string_lossy().into_owned()
+                };
+                params.push((key, value));
+            }
+        }
+    }
+    (name, params)
+}
+
+/// `text` with every byte but letters, digits, `-._~/` as `%XX` (a URI
+/// filename's path or parameter).
+fn uri_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The file behind `conn`'s main database, or the refusal for in-memory and
