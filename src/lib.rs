@@ -64,9 +64,35 @@ pub fn register(db: &Connection) -> Result<()> {
     register_state(db).map(|_| ())
 }
 
+/// The state of every connection run_recovery is registered on, by its
+/// handle: registered again (the library loaded a second time), a
+/// connection keeps its state, so its running pulses and caches. An entry
+/// dies with its connection (SQLite drops the functions holding the state
+/// when it closes), so a handle reused by a later connection finds none.
+static STATES: std::sync::Mutex<Vec<(usize, std::sync::Weak<state::Shared>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The state of `db`: the one it has, else a new one.
+fn state_of(db: &Connection) -> Arc<state::Shared> {
+    // SAFETY: the handle is only read as a number, the key of `db`'s state.
+    let key = unsafe { db.handle() } as usize;
+    let mut all = STATES.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(_, s)| s.strong_count() > 0);
+    if let Some(s) = all
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, s)| s.upgrade())
+    {
+        return s;
+    }
+    let s = Arc::new(state::Shared::default());
+    all.push((key, Arc::downgrade(&s)));
+    s
+}
+
 /// [`register`], returning the connection's state (the pulse keeps its own).
 fn register_state(db: &Connection) -> Result<Arc<state::Shared>> {
-    let shared = Arc::new(state::Shared::default());
+    let shared = state_of(db);
     install::register(db, &shared)?;
     heartbeat::register(db, &shared)?;
     recover::register(db, &shared)?;

@@ -172,3 +172,54 @@ fn many_connections_load_use_and_close() {
         conn.close().map_err(|(_, e)| e).unwrap();
     }
 }
+
+/// Loading the library a second time into a connection (two modules of an
+/// app that each load it) keeps the connection's state: its running pulses
+/// go on, and run_heartbeat_stop still finds them.
+#[test]
+fn loading_twice_keeps_running_pulses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twice.db");
+    let conn = Connection::open(&path).unwrap();
+    load(&conn);
+    conn.execute_batch(SCHEMA).unwrap();
+    conn.query_row("SELECT run_recovery_install()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap();
+    conn.execute_batch(
+        "INSERT INTO protocol_runs (accession_id, name, status, top_level_protocol_definition_accession_id)
+         VALUES ('r1', 'one', 'running', 'p')",
+    )
+    .unwrap();
+    conn.query_row("SELECT run_heartbeat_every('r1', 20)", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    let stamps = |conn: &Connection| -> i64 {
+        conn.query_row(
+            "SELECT coalesce(json_extract(run_recovery_debug(), '$.pulses.r1.stamps'), -1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    load(&conn);
+    let after_load = stamps(&conn);
+    assert!(
+        after_load >= 0,
+        "the pulse is still known after the second load"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stamps(&conn) < after_load + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pulse stopped stamping"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let stopped: i64 = conn
+        .query_row("SELECT run_heartbeat_stop('r1')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stopped, 1);
+}
