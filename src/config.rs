@@ -138,10 +138,12 @@ impl Config {
     /// UPPERCASE or Capitalized (see [`spellings`]). The same test runs in the
     /// triggers and, through the status index, in orphan detection, so a run
     /// the functions treat as live is always one that can be found orphaned.
+    /// The one case rule, as the generated SQL applies it: `status` is one
+    /// of the [`spellings`] of a live status (Unicode case mapping, so
+    /// `LÄUFT` is a spelling of `läuft`; `lÄuft` is not).
     pub fn is_live(&self, status: &str) -> bool {
         self.live_statuses
             .iter()
-            .filter(|s| s.eq_ignore_ascii_case(status))
             .any(|s| spellings(s).iter().any(|v| v == status))
     }
 }
@@ -171,12 +173,17 @@ pub fn in_case_of(current: &str, new_status: &str) -> String {
 
 /// The spellings of a status that index lookups match: lowercase, UPPERCASE, Capitalized.
 pub fn spellings(status: &str) -> Vec<String> {
-    let mut out = vec![
+    let mut out: Vec<String> = Vec::with_capacity(4);
+    for v in [
+        status.to_string(),
         status.to_lowercase(),
         status.to_uppercase(),
         in_case_of("Xx", &status.to_lowercase()),
-    ];
-    out.dedup();
+    ] {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
     out
 }
 
@@ -216,11 +223,16 @@ fn statuses(v: &Value) -> Result<Vec<String>, ConfigProblem> {
     let arr = v.as_array().filter(|a| !a.is_empty()).ok_or_else(bad)?;
     let mut out: Vec<String> = Vec::new();
     for s in arr {
-        let s = s
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(bad)?
-            .to_lowercase();
+        let given = s.as_str().filter(|s| !s.is_empty()).ok_or_else(bad)?;
+        // Stored lowercase, unless lowercase cannot give the spelling back
+        // (Unicode's `İ` lowercases to `i` + a combining dot, which
+        // uppercases to `I` + the dot): then as given.
+        let lower = given.to_lowercase();
+        let s = if spellings(&lower).iter().any(|v| v == given) {
+            lower
+        } else {
+            given.to_string()
+        };
         if is_terminal(&s) {
             return Err(ConfigProblem::TerminalStatus {
                 status: s,

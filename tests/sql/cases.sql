@@ -78,3 +78,21 @@ select (select count(*) from y), (select count(*) from sqlite_schema where name 
 -- Hostile column names too.
 select run_recovery_install('{"table":"x\"; DROP TABLE y; --","id_column":"id","status_column":"status\"); DROP TABLE y; --"}');  -- error: run_recovery_install: table 'x"; DROP TABLE y; --' has no column 'status"); DROP TABLE y; --' (config key 'status_column')
 select count(*) from y;  -- 1
+
+-- One case rule everywhere, non-ASCII statuses included: a status is live
+-- when it is a live status spelled lowercase, UPPERCASE or Capitalized
+-- (Unicode case mapping); the triggers, orphaned_runs, the views and every
+-- function agree, and any other mixture is not live for any of them.
+create table lab_runs (id text primary key, state text, meta text);
+select run_recovery_install('{"table":"lab_runs","id_column":"id","status_column":"state","metadata_column":"meta","name_column":null,"end_time_column":null,"updated_at_column":null,"live_statuses":["Läuft","İşlem"]}') ->> '$.live_statuses';  -- ["läuft","İşlem"]
+insert into lab_runs values ('a', 'LÄUFT', '{}'), ('b', 'läuft', '{}'), ('c', 'Läuft', '{}'), ('d', 'lÄuft', '{}'), ('e', 'İŞLEM', '{}'), ('f', 'LÄUFT-X', '{}'), ('g', 'İşlem', '{}');
+select group_concat(id || ':' || coalesce(meta ->> '$.lease', '-'), ' ') from lab_runs;  -- a:1 b:1 c:1 d:- e:1 f:- g:1
+select group_concat(run_id || ':' || live, ' ') from run_recovery_runs;  -- a:1 b:1 c:1 d:0 e:1 f:0 g:1
+select run_heartbeat('a') > 0, run_heartbeat('e') > 0;  -- 1|1
+select run_heartbeat('d');  -- error: run_heartbeat: run 'd' is not live, found status 'lÄuft'; only a run in läuft, İşlem has an executor to stamp it
+insert or replace into run_recovery_settings (key, value) values ('allow_backdating', '1');
+update lab_runs set meta = json_set(meta, '$.lastHeartbeat', 1000);
+delete from run_recovery_settings where key = 'allow_backdating';
+select group_concat(run_id, ' ') from (select run_id from orphaned_runs order by run_id);  -- a b c e g
+select recover_run('a', 'fail') ->> '$.status', recover_run('c', 'fail') ->> '$.status', recover_run('e', 'dismiss') ->> '$.status', recover_run('g', 'resume') ->> '$.status';  -- FAILED|Failed|İŞLEM|İşlem
+select recover_run('d', 'fail');  -- error: recover_run: run 'd' is not live, found status 'lÄuft'; only runs in läuft, İşlem can be orphaned
