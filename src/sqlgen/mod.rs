@@ -110,7 +110,7 @@ pub const OLD_TRIGGERS: [&str; 1] = ["run_recovery_merge_back"];
 /// Every install drops and recreates every object (the
 /// view's triggers go with the view), so a database of any earlier version
 /// upgrades in place.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The message of the lease guard trigger (a RAISE takes a literal).
 pub const STALE_LEASE_MESSAGE: &str = "run_recovery_lease_guard: stale write refused: \
@@ -814,6 +814,11 @@ END",
     let decisive = format!(
         "{LEASE_PATH}, {RESUMES_PATH}, {CHECKPOINT_STEP_PATH}, {CHECKPOINT_STATE_PATH}, {CHECKPOINT_REV_PATH}, {DISMISSED_HEARTBEAT_PATH}, {RECOVERY_LOG_PATH}"
     );
+    // The common write (the app's read-modify-write of a fresh copy)
+    // carries the heartbeat it read too: one comparison of every recovery
+    // key decides it, with no reads of the heartbeat on their own.
+    let all_keys = format!("{decisive}, {LAST_HEARTBEAT_PATH}");
+    let identical = format!("json_extract({new}, {all_keys}) IS json_extract({old}, {all_keys})");
     let unchanged = format!(
         "json_extract({new}, {decisive}) IS json_extract({old}, {decisive}) \
 AND coalesce({} >= {}, {} IS NULL)",
@@ -854,7 +859,9 @@ END",
         "CREATE TRIGGER {GUARD_TRIGGER} AFTER UPDATE OF {meta} ON {table}
 WHEN CASE
     WHEN {} THEN 0
-    WHEN {new} IS NOT NULL AND json_valid({new}) AND json_valid({old}) AND {unchanged} THEN 0
+    WHEN {new} IS NULL OR NOT json_valid({new}) OR NOT json_valid({old}) THEN 1
+    WHEN {identical} THEN 0
+    WHEN {unchanged} THEN 0
     ELSE 1
   END
 BEGIN

@@ -77,7 +77,7 @@ select type, name from sqlite_schema where name like 'run_recovery%' order by na
                                                                                     -- trigger|run_recovery_stamp_live
 select key from run_recovery_settings order by key;  -- config
                                                      -- schema_version
-select value from run_recovery_settings where key = 'schema_version';  -- 7
+select value from run_recovery_settings where key = 'schema_version';  -- 8
 
 -- What install stamped.
 select accession_id, json_extract(properties_json, '$.lastHeartbeat') > 1700000000000, properties_json ->> '$.lease', properties_json ->> '$.app'
