@@ -341,3 +341,108 @@ fn a_view_named_orphaned_runs_is_refused_never_read_as_the_orphans() {
         stderr(&out)
     );
 }
+
+/// A runs table whose id column has no declared type holds integer ids that
+/// do not equal their text: `recover` and `prompt` find them all the same.
+#[test]
+fn integer_ids_in_an_untyped_id_column_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ints.db").to_string_lossy().into_owned();
+    let conn = connect(&path);
+    conn.execute_batch(
+        "CREATE TABLE jobs (id, state TEXT, meta TEXT);
+         INSERT INTO jobs VALUES (42, 'running', NULL), ('7', 'running', NULL), (8, 'running', NULL);",
+    )
+    .unwrap();
+    install(
+        &conn,
+        r#"{"table":"jobs","id_column":"id","status_column":"state","metadata_column":"meta","name_column":null,"end_time_column":null,"updated_at_column":null}"#,
+    );
+    conn.execute_batch(
+        "INSERT OR REPLACE INTO run_recovery_settings (key, value) VALUES ('allow_backdating', '1');
+         UPDATE jobs SET meta = json_set(meta, '$.lastHeartbeat', 1000);
+         DELETE FROM run_recovery_settings WHERE key = 'allow_backdating';",
+    )
+    .unwrap();
+    let out = cli(&["recover", &path, "42", "fail"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cli(&["recover", &path, "7", "dismiss"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cli(&["prompt", &path], "r\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let states: Vec<(String, i64)> = conn
+        .prepare("SELECT state, meta ->> '$.lease' FROM jobs ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("failed".into(), 2),
+            ("running".into(), 1),
+            ("running".into(), 2)
+        ]
+    );
+    let out = cli(&["recover", &path, "43", "fail"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "run-recovery: recover_run: no run with id '43'"
+    );
+}
+
+/// A name or status holding terminal escapes is shown escaped, never sent
+/// to the terminal as it is; `--json` keeps the text exact.
+#[test]
+fn control_characters_in_names_and_statuses_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = one_orphan(dir.path());
+    connect(&path)
+        .execute(
+            "UPDATE protocol_runs SET name = ?1 WHERE accession_id = 'r1'",
+            ["PCR \u{1b}[2J\u{1b}[31mplate\r\n1"],
+        )
+        .unwrap();
+    let out = cli(&["check", &path, "--json"], "");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "PCR \u{1b}[2J\u{1b}[31mplate\r\n1");
+    // check, then prompt (which dismisses it: the last look).
+    for args in [vec!["check", &path], vec!["prompt", &path]] {
+        let out = cli(&args, "d\n");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\r'),
+            "{args:?}: {text:?}"
+        );
+        assert!(
+            text.contains("PCR \\u{1b}[2J\\u{1b}[31mplate\\u{d}\\u{a}1"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+/// Another connection holding the write lock: the CLI waits, then says the
+/// database is locked (exit 1), and changes nothing.
+#[test]
+fn a_locked_database_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_db(dir.path(), "locked.db", "delete", 30_000);
+    let holder = connect(&path);
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = std::time::Instant::now();
+    let out = cli(&["check", &path], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "run-recovery: database is locked: another connection has been writing to"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    holder.execute_batch("ROLLBACK").unwrap();
+    let out = cli(&["check", &path], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

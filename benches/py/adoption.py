@@ -351,7 +351,9 @@ def heartbeats(table, tmp):
     floor_meta_trigger(floor)
     floor.execute("CREATE TRIGGER floor_status AFTER UPDATE OF status ON protocol_runs WHEN 0 BEGIN SELECT 1; END")
     t = compare([("without", rmw(plain, pids)), ("installed", rmw(inst, ids)), ("floor", rmw(floor, fids))], BATCH)
-    table.target("app read-modify-write of its metadata: installed / without", ratio(t, 1, 0), 1.15)
+    # Issue 21: the third round's write rules (null, REPLACE, stale copies)
+    # run on every app write; the tax may rise to 1.20 for them.
+    table.target("app read-modify-write of its metadata: installed / without", ratio(t, 1, 0), 1.20)
     table.info("  floor: a trigger that only compares the recovery keys of both texts / without",
                ratio(t, 2, 0))
     t = compare([("without", status_writes(plain, pids)), ("installed", status_writes(inst, ids)),

@@ -38,7 +38,16 @@ impl CliError {
 
 impl From<rusqlite::Error> for CliError {
     fn from(e: rusqlite::Error) -> Self {
-        CliError::usage(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                CliError::refused(format!(
+                    "database is locked: another connection kept writing for more than {} s; \
+                     try again when it is done",
+                    BUSY_MS / 1000
+                ))
+            }
+            _ => CliError::usage(e.to_string()),
+        }
     }
 }
 
@@ -126,6 +135,32 @@ impl Args {
 }
 
 /// Opens an existing database file with run_recovery registered on it.
+/// How long the CLI waits for another connection's write lock.
+const BUSY_MS: u64 = 5000;
+
+/// The error for a database another connection keeps locked.
+fn locked(path: &str) -> CliError {
+    CliError::refused(format!(
+        "database is locked: another connection has been writing to {path} for more than {} s; \
+         try again when it is done",
+        BUSY_MS / 1000
+    ))
+}
+
+/// `text` with control characters shown as escapes (`\u{1b}`), so a run's
+/// name or status cannot move the cursor or recolour the terminal.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn open(path: &str) -> Result<Connection, CliError> {
     if !Path::new(path).is_file() {
         return Err(CliError::usage(format!("no such database file: {path}")));
@@ -135,8 +170,14 @@ pub fn open(path: &str) -> Result<Connection, CliError> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| CliError::usage(format!("cannot open {path}: {e}")))?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_MS))?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
-        .map_err(|e| CliError::usage(format!("{path} is not a SQLite database ({e})")))?;
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                locked(path)
+            }
+            _ => CliError::usage(format!("{path} is not a SQLite database ({e})")),
+        })?;
     run_recovery::register(&conn)?;
     Ok(conn)
 }
@@ -178,6 +219,8 @@ pub fn open_installed(path: &str) -> Result<Connection, CliError> {
 #[derive(Debug, Clone)]
 pub struct Orphan {
     pub run_id: String,
+    /// The id as the column holds it (an integer stays an integer).
+    pub id: Value,
     pub name: Option<String>,
     pub status: String,
     pub last_heartbeat: Option<i64>,
@@ -221,7 +264,7 @@ impl Orphan {
     /// The question asked for this orphan (without the answer choices).
     pub fn question(&self) -> String {
         let name = match &self.name {
-            Some(n) if !n.is_empty() => format!("\"{n}\" "),
+            Some(n) if !n.is_empty() => format!("\"{}\" ", shown(n)),
             _ => String::new(),
         };
         let reached = match self.checkpoint_step {
@@ -230,8 +273,8 @@ impl Orphan {
         };
         format!(
             "A protocol run was interrupted: {name}(id {}, {}), last seen {}, {reached}.",
-            self.run_id,
-            self.status,
+            shown(&self.run_id),
+            shown(&self.status),
             self.last_seen()
         )
     }
@@ -260,8 +303,10 @@ pub fn orphans(conn: &Connection, threshold: Option<i64>) -> Result<Vec<Orphan>,
     let rows = stmt
         .query_map([], |r| {
             let state: Option<String> = text(r.get(6)?);
+            let id: Value = r.get(0)?;
             Ok(Orphan {
-                run_id: text(r.get(0)?).unwrap_or_default(),
+                run_id: text(id.clone()).unwrap_or_default(),
+                id,
                 name: text(r.get(1)?),
                 status: text(r.get(2)?).unwrap_or_default(),
                 last_heartbeat: r.get(3)?,
@@ -325,9 +370,9 @@ pub fn table(orphans: &[Orphan]) -> String {
         .iter()
         .map(|o| {
             [
-                o.name.clone().unwrap_or_else(|| "-".into()),
-                o.run_id.clone(),
-                o.status.clone(),
+                o.name.as_deref().map_or_else(|| "-".into(), shown),
+                shown(&o.run_id),
+                shown(&o.status),
                 o.last_seen(),
                 o.step(),
             ]
@@ -434,21 +479,29 @@ pub fn ask(
 /// Runs `recover_run` and describes the outcome in words.
 pub fn apply(
     conn: &Connection,
-    id: &str,
+    id_value: &Value,
     action: Action,
     threshold: Option<i64>,
 ) -> Result<(String, serde_json::Value), CliError> {
+    let id = shown(&text(id_value.clone()).unwrap_or_default());
     let outcome: String = match threshold {
         Some(t) => conn.query_row(
             "SELECT recover_run(?1, ?2, ?3)",
-            rusqlite::params![id, action.name(), t],
+            rusqlite::params![id_value, action.name(), t],
             |r| r.get(0),
         ),
-        None => conn.query_row("SELECT recover_run(?1, ?2)", [id, action.name()], |r| {
-            r.get(0)
-        }),
+        None => conn.query_row(
+            "SELECT recover_run(?1, ?2)",
+            rusqlite::params![id_value, action.name()],
+            |r| r.get(0),
+        ),
     }
-    .map_err(|e| CliError::refused(e.to_string()))?;
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            CliError::from(e)
+        }
+        _ => CliError::refused(shown(&e.to_string())),
+    })?;
     let v: serde_json::Value = serde_json::from_str(&outcome).unwrap_or_default();
     let words = match action {
         Action::Resume => format!(
@@ -497,20 +550,53 @@ pub fn prompt(
         let Some(action) = answer else {
             println!(
                 "No answer (end of input): nothing changed for run {} and the {} after it.",
-                o.run_id,
+                shown(&o.run_id),
                 found.len() - i - 1
             );
             return Ok(1);
         };
-        match apply(&conn, &o.run_id, action, threshold) {
+        match apply(&conn, &o.id, action, threshold) {
             Ok((words, _)) => println!("{words}"),
             Err(e) => {
-                println!("Could not {} run {}: {}", action.name(), o.run_id, e.msg);
+                println!(
+                    "Could not {} run {}: {}",
+                    action.name(),
+                    shown(&o.run_id),
+                    e.msg
+                );
                 code = 1;
             }
         }
     }
     Ok(code)
+}
+
+/// The run id given on the command line, as the id column holds it: the
+/// text as typed when a run has it, else the integer it spells when a run
+/// has that (an id column of any declared type, or none, may hold integers
+/// that do not match their text), else the text (recover_run then says
+/// there is no such run).
+fn run_id_of(conn: &Connection, given: &str) -> Result<Value, CliError> {
+    let cfg = installed_config(conn)?;
+    let sql = format!(
+        "SELECT count(*) FROM main.{} WHERE {} = ?1",
+        run_recovery::sqlgen::ident(&cfg.table),
+        run_recovery::sqlgen::ident(&cfg.id_column)
+    );
+    let has = |v: &Value| -> Result<bool, CliError> {
+        Ok(conn.query_row(&sql, [v], |r| r.get::<_, i64>(0))? > 0)
+    };
+    let text = Value::Text(given.to_string());
+    if has(&text)? {
+        return Ok(text);
+    }
+    if let Ok(i) = given.trim().parse::<i64>() {
+        let int = Value::Integer(i);
+        if has(&int)? {
+            return Ok(int);
+        }
+    }
+    Ok(text)
 }
 
 /// `recover DB ID ACTION`.
@@ -521,7 +607,8 @@ pub fn recover(db: &str, id: &str, action: &str, threshold: Option<i64>) -> Resu
             "unknown action '{action}', expected resume, fail or dismiss"
         )));
     };
-    let (_, outcome) = apply(&conn, id, action, threshold)?;
+    let id = run_id_of(&conn, id)?;
+    let (_, outcome) = apply(&conn, &id, action, threshold)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&outcome).unwrap_or_default()

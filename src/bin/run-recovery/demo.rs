@@ -293,7 +293,8 @@ pub fn run(o: Options) -> Result<i32, CliError> {
             Action::Resume
         }
     };
-    let (words, outcome) = cli::apply(&conn, &id, answer, None).map_err(|e| CliError {
+    let id_value = rusqlite::types::Value::Text(id.clone());
+    let (words, outcome) = cli::apply(&conn, &id_value, answer, None).map_err(|e| CliError {
         msg: format!("demo: {}", e.msg),
         code: 1,
     })?;
