@@ -397,7 +397,10 @@ pub(crate) fn decide(cfg: &Config, run: Run<'_>, req: Request) -> Result<Decisio
         });
     }
     let age = now.saturating_sub(st.last_heartbeat.unwrap_or(0));
-    if age <= threshold_ms {
+    // Alive: seen within the threshold, and not more than stale_after_ms
+    // ahead of now (a clock that was wrong wrote that: kept, it would make
+    // the run unrecoverable until that time).
+    if age <= threshold_ms && age >= cfg.stale_after_ms.saturating_neg() {
         if recovered_since_heartbeat {
             return Err(already(last_record, now, &st));
         }
@@ -424,10 +427,13 @@ pub(crate) fn decide(cfg: &Config, run: Run<'_>, req: Request) -> Result<Decisio
                 });
             }
             lease_after = bumped()?;
-            out.insert(
-                key::LAST_HEARTBEAT.into(),
-                json!(now.max(st.last_heartbeat.unwrap_or(0))),
-            );
+            let hb = st.last_heartbeat.unwrap_or(0);
+            let beat = if hb > now.saturating_add(cfg.stale_after_ms) {
+                now
+            } else {
+                now.max(hb)
+            };
+            out.insert(key::LAST_HEARTBEAT.into(), json!(beat));
             out.insert(key::LEASE.into(), json!(lease_after));
             out.insert(key::RESUMES.into(), json!(st.resumes.saturating_add(1)));
         }
@@ -748,6 +754,27 @@ mod tests {
         assert_eq!(e.to_text(), r#"{"recoveryLog":[1]}"#);
         let mut s = obj(r#"{"recoveryLog":"x"}"#);
         assert!(!s.push_to_array("recoveryLog", json!(1)));
+    }
+
+    #[test]
+    fn a_heartbeat_from_a_clock_far_ahead_is_recoverable_and_resume_repairs_it() {
+        let cfg = Config::default();
+        let within = obj(r#"{"lastHeartbeat":130000}"#);
+        let e = dec(&cfg, "running", &within, Action::Fail, 30_000, 100_000).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Refusal::StillAlive {
+                    age_ms: -30_000,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let wrong = obj(r#"{"lastHeartbeat":4102444800000}"#);
+        let d = dec(&cfg, "running", &wrong, Action::Resume, 30_000, 100_000).unwrap();
+        assert_eq!(d.metadata["lastHeartbeat"], 100_000);
+        assert_eq!(d.metadata["lease"], 2);
     }
 
     #[test]

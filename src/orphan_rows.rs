@@ -106,12 +106,16 @@ pub(crate) fn decide(
     f: &Fields,
     now: i64,
     threshold: i64,
+    ahead_ms: i64,
     include: bool,
 ) -> Option<Option<Computed>> {
     let cutoff = now.checked_sub(threshold)?;
     let heartbeat = f.last_heartbeat.unwrap_or(0);
+    // A heartbeat more than stale_after_ms ahead of now (a clock that was
+    // wrong) is listed too: kept, it would hide the run until that time.
+    let ahead = heartbeat > now.checked_add(ahead_ms)?;
     let listed = if f.valid {
-        heartbeat < cutoff && (include || f.dismissed_at != Some(heartbeat))
+        (heartbeat < cutoff || ahead) && (include || f.dismissed_at != Some(heartbeat))
     } else {
         0 < cutoff
     };
@@ -170,11 +174,10 @@ impl Rows {
         [id, name, status]: [ValueRef<'_>; 3],
         meta: Option<&[u8]>,
         fields: Fields,
-        now: i64,
-        threshold: i64,
+        [now, threshold, ahead_ms]: [i64; 3],
         include: bool,
     ) -> Option<()> {
-        let Some(computed) = decide(&fields, now, threshold, include)? else {
+        let Some(computed) = decide(&fields, now, threshold, ahead_ms, include)? else {
             return Some(());
         };
         let state = fields.checkpoint_state.clone();
@@ -300,7 +303,7 @@ mod tests {
             dismissed_at: d,
             ..Fields::default()
         };
-        let listed = |f: &Fields, include| decide(f, 100, 10, include).unwrap().is_some();
+        let listed = |f: &Fields, include| decide(f, 100, 10, 30_000, include).unwrap().is_some();
         assert!(!listed(&f(Some(90), None), false), "fresh");
         assert!(listed(&f(Some(89), None), false), "stale");
         assert!(listed(&f(None, None), false), "no heartbeat counts as 0");
@@ -315,18 +318,43 @@ mod tests {
         assert!(listed(&f(Some(6), Some(5)), false), "heartbeat since");
         assert!(listed(&Fields::default(), false), "not valid JSON: stale");
         assert_eq!(
-            decide(&Fields::default(), 5, 10, false),
+            decide(&Fields::default(), 5, 10, 30_000, false),
             Some(None),
             "not valid JSON, the cutoff below 0: not listed"
         );
         assert_eq!(
-            decide(&f(Some(i64::MIN), None), 100, 10, false),
+            decide(&f(Some(i64::MIN), None), 100, 10, 30_000, false),
             None,
             "overflow"
         );
-        let c = decide(&f(Some(5), Some(5)), 100, 10, true)
+        let c = decide(&f(Some(5), Some(5)), 100, 10, 30_000, true)
             .unwrap()
             .unwrap();
         assert_eq!((c.sort_key, c.age_ms, c.dismissed), (5, 95, 1));
+    }
+
+    #[test]
+    fn a_heartbeat_from_a_clock_far_ahead_is_listed() {
+        let at = |hb: i64| Fields {
+            valid: true,
+            last_heartbeat: Some(hb),
+            ..Fields::default()
+        };
+        let listed = |hb| {
+            decide(&at(hb), 1_000_000, 10, 30_000, false)
+                .unwrap()
+                .is_some()
+        };
+        assert!(!listed(1_000_000), "seen now");
+        assert!(
+            !listed(1_030_000),
+            "ahead within stale_after_ms: another host's clock"
+        );
+        assert!(listed(1_030_001), "further ahead: a clock that was wrong");
+        let c = decide(&at(2_000_000), 1_000_000, 10, 30_000, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.age_ms, -1_000_000);
+        assert_eq!(decide(&at(i64::MAX), 1, 10, i64::MAX, false), None);
     }
 }

@@ -341,6 +341,7 @@ impl OrphansCursor<'_> {
         sql: Arc<str>,
         now: i64,
         threshold: i64,
+        ahead_ms: i64,
         include: bool,
     ) -> Result<Option<Rows>> {
         self.take(sql)?;
@@ -358,7 +359,7 @@ impl OrphansCursor<'_> {
             };
             let added = Fields::read(meta).and_then(|fields| {
                 let cells = [self.value(0), self.value(1), self.value(2)];
-                rows.add(cells, meta, fields, now, threshold, include)
+                rows.add(cells, meta, fields, [now, threshold, ahead_ms], include)
             });
             if added.is_none() {
                 sure = false;
@@ -460,25 +461,26 @@ unsafe impl VTabCursor for OrphansCursor<'_> {
         }
         let include = include.flatten().unwrap_or(0);
         let now = now.flatten().unwrap_or_else(now_ms);
-        let run = |_: &Connection, inst: &Installed| -> Outcome<(Arc<str>, i64, Arc<str>)> {
+        let run = |_: &Connection, inst: &Installed| -> Outcome<(Arc<str>, i64, Arc<str>, i64)> {
             let threshold = threshold.flatten().unwrap_or(inst.cfg.stale_after_ms);
             Ok((
                 inst.sql.orphans_for(cols),
                 threshold,
                 inst.sql.orphan_rows.clone(),
+                inst.cfg.stale_after_ms,
             ))
         };
         // SAFETY: `self.db` is the connection this table was connected on,
         // which `shared` was registered on; SQLite calls xFilter on that
         // connection's thread, and disconnects the table before closing it.
-        let (sql, threshold, rows_sql) =
+        let (sql, threshold, rows_sql, ahead_ms) =
             unsafe { self.shared.run_on(self.db, run) }.map_err(|f| f.into_sql(F, ""))?;
         self.inputs = [
             Value::Integer(threshold),
             Value::Integer(now),
             Value::Integer(include),
         ];
-        if let Some(rows) = self.compute(rows_sql, now, threshold, include == 1)? {
+        if let Some(rows) = self.compute(rows_sql, now, threshold, ahead_ms, include == 1)? {
             self.row = 1;
             self.computed = Some((rows, 0));
             return Ok(());

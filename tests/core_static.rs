@@ -299,7 +299,8 @@ fn heartbeat_stamps_forward_only_and_refuses_bad_runs() {
     let hb: i64 = one(&conn, "SELECT run_heartbeat('a')").unwrap();
     assert!(hb >= t0);
     assert_eq!(meta(&conn, "a")["lastHeartbeat"], hb);
-    let future = now_ms() + 1_000_000;
+    // Ahead within stale_after_ms (another host's clock): kept.
+    let future = now_ms() + 20_000;
     set_heartbeat(&conn, "a", future);
     assert_eq!(
         one::<i64>(&conn, "SELECT run_heartbeat('a')").unwrap(),
@@ -309,6 +310,16 @@ fn heartbeat_stamps_forward_only_and_refuses_bad_runs() {
     let cp: i64 = one(&conn, "SELECT run_checkpoint('a', 1, '{}')").unwrap();
     assert_eq!(cp, future, "a checkpoint keeps a heartbeat that is ahead");
     assert_eq!(meta(&conn, "a")["checkpointStep"], 1);
+    // More than stale_after_ms ahead (a clock that was wrong): kept, the run
+    // could not be found orphaned until then; the executor's stamp repairs it.
+    let wrong = now_ms() + 1_000_000;
+    set_heartbeat(&conn, "a", wrong);
+    let cp: i64 = one(&conn, "SELECT run_checkpoint('a', 2, '{}')").unwrap();
+    assert!(cp < future + 1_000 && cp >= t0, "repaired: {cp}");
+    set_heartbeat(&conn, "a", wrong);
+    let hb: i64 = one(&conn, "SELECT run_heartbeat('a')").unwrap();
+    assert!(hb < future + 1_000 && hb >= t0, "repaired: {hb}");
+    assert_eq!(meta(&conn, "a")["lastHeartbeat"], hb);
     add_run(&conn, "done", "completed", None);
     // Inserted as an array: no stamp, nothing for the guard to keep.
     add_run(&conn, "arr", "running", Some("[1,2]"));

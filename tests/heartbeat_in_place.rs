@@ -128,12 +128,24 @@ fn refusals_are_the_sql_paths_and_change_nothing() {
     let e = heartbeat(&conn, "c", None).unwrap_err();
     assert!(e.starts_with("run_heartbeat: run 'c' is not live"), "{e}");
     assert_eq!(raw(&conn, "c"), text);
-    // A heartbeat ahead of the clock is kept (never backwards) and returned.
-    let ahead = now_ms() + 3_600_000;
+    // A heartbeat ahead of the clock (another host's) is kept (never
+    // backwards) and returned.
+    let ahead = now_ms() + 10_000;
     let text = format!(r#"{{"op": 1,"lastHeartbeat":{ahead}}}"#);
     run_with(&conn, "a", &text);
     assert_eq!(heartbeat(&conn, "a", None), Ok(ahead));
     assert_eq!(meta_int(&conn, "a", "lastHeartbeat"), Some(ahead));
+    // More than stale_after_ms ahead (a clock that was wrong): the
+    // executor's heartbeat repairs it with its own clock.
+    let wrong = now_ms() + 3_600_000;
+    let text = format!(r#"{{"op": 1,"lastHeartbeat":{wrong}}}"#);
+    run_with(&conn, "w", &text);
+    let repaired = heartbeat(&conn, "w", None).unwrap();
+    assert!(
+        repaired < wrong && repaired >= wrong - 3_600_000,
+        "{repaired}"
+    );
+    assert_eq!(meta_int(&conn, "w", "lastHeartbeat"), Some(repaired));
     // Malformed metadata ending in the heartbeat's shape: never overwritten.
     let text = r#"{"op": 1,,"lastHeartbeat":1700000000000}"#;
     run_with(&conn, "m", text);

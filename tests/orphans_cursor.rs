@@ -82,10 +82,20 @@ fn a_scan_left_half_way_leaves_the_next_query_whole() {
     }
     // A write between two queries is seen: the pooled statement was reset,
     // it holds no old read.
-    set_heartbeat(&conn, "a", 4_000_000_000_000);
+    set_heartbeat(&conn, "a", 5_010_000);
     assert_eq!(
         strings(&conn, "SELECT run_id FROM orphaned_runs(0, 5000000)"),
         ["b", "c"]
+    );
+    // More than stale_after_ms (30 s) ahead of now: a clock that was wrong
+    // wrote it, and the run is listed (age_ms negative).
+    set_heartbeat(&conn, "a", 4_000_000_000_000);
+    assert_eq!(
+        strings(
+            &conn,
+            "SELECT run_id || ':' || (age_ms < 0) FROM orphaned_runs(0, 5000000)"
+        ),
+        ["b:0", "c:0", "a:1"]
     );
 }
 

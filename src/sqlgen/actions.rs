@@ -180,7 +180,7 @@ fn stamp_update(cfg: &Config, n: &Names, action: &str) -> String {
             raise(action, StaleLease)
         ),
     ];
-    let beat = format!("max({NOW_MS}, coalesce({hb}, 0))");
+    let beat = super::stamped_heartbeat(NOW_MS, &hb, cfg.stale_after_ms);
     let mut new_meta = with_heartbeat_last(meta, &beat);
     if action == "checkpoint" {
         cases.push(format!(
@@ -235,7 +235,8 @@ AND CAST({} AS INTEGER) IS {step})",
             raise(action, NotLive)
         ),
         format!(
-            "WHEN {NOW_MS} - coalesce({hb}, 0) <= {threshold} THEN CASE WHEN {recovered} THEN {} ELSE {} END",
+            "WHEN {NOW_MS} - coalesce({hb}, 0) <= {threshold} AND coalesce({hb}, 0) <= {NOW_MS} + {} THEN CASE WHEN {recovered} THEN {} ELSE {} END",
+            cfg.stale_after_ms,
             raise(action, AlreadyRecovered),
             raise(action, StillAlive)
         ),
@@ -255,8 +256,9 @@ AND CAST({} AS INTEGER) IS {step})",
             ));
             (
                 format!(
-                    "json_set({base}, {LAST_HEARTBEAT_PATH}, max({NOW_MS}, coalesce({hb}, 0)), \
-{LEASE_PATH}, {bumped}, {RESUMES_PATH}, {resumes} + 1)"
+                    "json_set({base}, {LAST_HEARTBEAT_PATH}, {}, \
+{LEASE_PATH}, {bumped}, {RESUMES_PATH}, {resumes} + 1)",
+                    super::stamped_heartbeat(NOW_MS, &hb, cfg.stale_after_ms)
                 ),
                 status.to_string(),
                 bumped.clone(),

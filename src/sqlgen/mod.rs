@@ -127,6 +127,17 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The heartbeat an executor's stamp at `now` writes over the stored `hb`:
+/// never backwards, unless `hb` is more than `ahead_ms` ahead of `now` (a
+/// clock that was wrong wrote it; kept, it would hide the run from every
+/// orphan check until that time): then `now`, so the rightful executor's
+/// next stamp repairs it.
+pub(crate) fn stamped_heartbeat(now: &str, hb: &str, ahead_ms: i64) -> String {
+    format!(
+        "CASE WHEN coalesce({hb}, 0) > {now} + {ahead_ms} THEN {now} ELSE max({now}, coalesce({hb}, 0)) END"
+    )
+}
+
 /// `'text'` with embedded single quotes doubled.
 pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -442,10 +453,13 @@ fn rows_select_from(
     let hb = int_at(meta, LAST_HEARTBEAT);
     let dismissed_at = int_at(meta, DISMISSED_HEARTBEAT);
     let cutoff = format!("{now} - ({threshold})");
+    // A heartbeat more than stale_after_ms ahead of now came from a clock
+    // that was wrong: listed (see `stamped_heartbeat`).
+    let ahead = cfg.stale_after_ms;
     // Only fields of valid JSON are read: the CASE tests json_valid first.
     let stale_and_shown = format!(
         "CASE WHEN json_valid({meta}) THEN CASE \
-WHEN coalesce({hb}, 0) >= {cutoff} THEN 0 \
+WHEN coalesce({hb}, 0) >= {cutoff} AND coalesce({hb}, 0) <= {now} + {ahead} THEN 0 \
 WHEN ({include_dismissed}) THEN 1 \
 WHEN {dismissed_at} IS NULL THEN 1 \
 ELSE {dismissed_at} <> coalesce({hb}, 0) END \
@@ -1006,7 +1020,7 @@ AND (SELECT value FROM main.{SETTINGS_TABLE} WHERE key = 'config') = ?4",
             int_at(&meta, LEASE)
         );
         let hb = int_at(&meta, LAST_HEARTBEAT);
-        let forward = format!("max(?2, coalesce({hb}, 0))");
+        let forward = stamped_heartbeat("?2", &hb, cfg.stale_after_ms);
         // Fast: the stored heartbeat is not ahead of `now`, so the new one is
         // exactly ?2 and no RETURNING (an ephemeral table) is needed.
         // The heartbeat is written as the last key, so the triggers skip it

@@ -26,10 +26,15 @@ select run_id, live, last_heartbeat, age_ms, lease from run_recovery_runs where 
 insert into run_recovery_actions (run_id, action, lease) values ('r1', 'heartbeat', 1);
 insert into run_recovery_actions (run_id, action) values ('r1', 'heartbeat');
 select properties_json ->> '$.operator', properties_json ->> '$.lease' from protocol_runs where accession_id = 'r1';  -- ana|1
--- A heartbeat never moves backwards: one ahead of this clock (another host's) is kept.
+-- A heartbeat never moves backwards: one ahead of this clock (another
+-- host's) is kept, unless it is more than stale_after_ms ahead (a clock that
+-- was wrong): the executor's stamp then writes its own clock.
+update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 20000) where accession_id = 'r1';
+insert into run_recovery_actions (run_id, action, lease) values ('r1', 'heartbeat', 1);
+select age_ms < -10000 from run_recovery_runs where run_id = 'r1';  -- 1
 update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', 4102444800000) where accession_id = 'r1';
 insert into run_recovery_actions (run_id, action, lease) values ('r1', 'heartbeat', 1);
-select last_heartbeat, age_ms < 0 from run_recovery_runs where run_id = 'r1';  -- 4102444800000|1
+select last_heartbeat < 4102444800000, age_ms between 0 and 60000 from run_recovery_runs where run_id = 'r1';  -- 1|1
 update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', 1000) where accession_id = 'r1';
 insert into run_recovery_actions (run_id, action, lease) values ('r1', 'heartbeat', 1);
 select last_heartbeat > 1700000000000 from run_recovery_runs where run_id = 'r1';  -- 1

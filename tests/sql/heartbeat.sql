@@ -23,9 +23,17 @@ select run_heartbeat('r1') > 1700000000000;  -- 1
 select run_heartbeat('r1') = properties_json ->> '$.lastHeartbeat' from protocol_runs where accession_id = 'r1';  -- 1
 -- App keys are kept as they were.
 select properties_json ->> '$.app', properties_json -> '$.nested', properties_json ->> '$.lease' from protocol_runs where accession_id = 'r1';  -- kept|{"z":[1,2]}|1
--- Never backwards: a heartbeat already ahead of the clock stays.
-select run_heartbeat('future');  -- 4102444800000
-select properties_json from protocol_runs where accession_id = 'future';  -- {"lastHeartbeat":4102444800000}
+-- Never backwards, unless the stored heartbeat is more than stale_after_ms
+-- ahead of the clock (a machine whose clock was wrong wrote it): then the
+-- rightful executor's stamp repairs it with its own clock. Within the
+-- threshold, a heartbeat ahead (another host's clock) is kept.
+select run_heartbeat('future') between (select properties_json ->> '$.lastHeartbeat' from protocol_runs where accession_id = 'r1') and 4102444800000 - 1;  -- 1
+select properties_json ->> '$.lastHeartbeat' < 4102444800000 from protocol_runs where accession_id = 'future';  -- 1
+insert or replace into run_recovery_settings (key, value) values ('allow_backdating', '1');
+update protocol_runs set properties_json = json_set(properties_json, '$.lastHeartbeat', properties_json ->> '$.lastHeartbeat' + 20000) where accession_id = 'future';
+delete from run_recovery_settings where key = 'allow_backdating';
+create temp table ahead as select properties_json ->> '$.lastHeartbeat' as hb from protocol_runs where accession_id = 'future';
+select run_heartbeat('future') = (select hb from temp.ahead);  -- 1
 -- Integer ids: bound as given, so the column's affinity applies.
 select run_heartbeat(42) > 1700000000000, run_heartbeat('42') > 1700000000000;  -- 1|1
 

@@ -5,6 +5,9 @@
 
 .read sql/protocol_runs.sql
 
+-- 'alive' was seen in 2100: alive at a clock of 2100; at any clock more
+-- than the threshold before that, its heartbeat is one from a clock that was
+-- wrong, listed (age_ms negative) so the run can be found and recovered.
 insert into protocol_runs (accession_id, name, status, properties_json, top_level_protocol_definition_accession_id) values
   ('o1', 'one', 'running', '{"lastHeartbeat":1000,"checkpointStep":2,"checkpointState":{"plate":3},"app":1}', 'p'),
   ('o2', 'two', 'PAUSED', '{"lastHeartbeat":2000,"lease":4,"resumes":1}', 'p'),
@@ -26,6 +29,7 @@ select run_id, name, status, last_heartbeat, checkpoint_step, checkpoint_state, 
                                                                                                                                                -- o1|one|running|1000|2|{"plate":3}|1|0|0|1
                                                                                                                                                -- o2|two|PAUSED|2000|NULL|NULL|4|1|0|1
                                                                                                                                                -- o3|three|Requires_intervention|3000|NULL|NULL|1|0|0|1
+                                                                                                                                               -- alive|al|running|4102444800000|NULL|NULL|1|0|0|0
 -- Statuses are matched through the status index in three spellings (lowercase,
 -- UPPERCASE, Capitalized); 'rUnNiNg' is none of them and is not listed.
 select count(*) from orphaned_runs where run_id = 'mixed';  -- 0
@@ -40,13 +44,13 @@ select run_id, age_ms, threshold_ms, now_ms, include_dismissed from orphaned_run
 select group_concat(run_id) from orphaned_runs(2000, 4102444802000);  -- arr,o1,o2,o3
 select group_concat(run_id) from orphaned_runs(1999, 4102444802000);  -- arr,o1,o2,o3,alive
 -- The same as constraints on the hidden columns.
-select group_concat(run_id) from orphaned_runs where threshold_ms = 1500 and now_ms = 3000;  -- arr,o1
-select group_concat(run_id) from orphaned_runs where now_ms = 3001 and threshold_ms = 0;  -- arr,o1,o2,o3
+select group_concat(run_id) from orphaned_runs where threshold_ms = 1500 and now_ms = 3000;  -- arr,o1,alive
+select group_concat(run_id) from orphaned_runs where now_ms = 3001 and threshold_ms = 0;  -- arr,o1,o2,o3,alive
 select threshold_ms, now_ms > 1700000000000, include_dismissed from orphaned_runs limit 1;  -- 30000|1|0
 -- Several values for an input: one pass each.
-select group_concat(run_id || ':' || threshold_ms) from orphaned_runs where now_ms = 3001 and threshold_ms in (1500, 0);  -- arr:0,o1:0,o2:0,o3:0,arr:1500,o1:1500
+select group_concat(run_id || ':' || threshold_ms) from orphaned_runs where now_ms = 3001 and threshold_ms in (1500, 0);  -- arr:0,o1:0,o2:0,o3:0,alive:0,arr:1500,o1:1500,alive:1500
 -- Any order can be asked for.
-select group_concat(run_id) from (select run_id from orphaned_runs(0, 5000) order by last_heartbeat desc);  -- o3,o2,o1,arr
+select group_concat(run_id) from (select run_id from orphaned_runs(0, 5000) order by last_heartbeat desc);  -- alive,o3,o2,o1,arr
 -- A NULL input gives no rows (as generate_series does).
 select count(*) from orphaned_runs(NULL);  -- 0
 select count(*) from orphaned_runs(0, NULL);  -- 0
@@ -93,9 +97,9 @@ explain query plan select count(*) from orphaned_runs;  -- QUERY PLAN
                                                         -- `--SCAN orphaned_runs VIRTUAL TABLE INDEX 0:
 -- The view run_recovery_orphans: same columns and rows at the configured
 -- threshold and the real clock, for clients without the extension.
-select group_concat(run_id) from (select run_id from run_recovery_orphans order by age_ms desc, run_id);  -- arr,o1,o3
+select group_concat(run_id) from (select run_id from run_recovery_orphans order by age_ms desc, run_id);  -- arr,o1,o3,alive
 -- Unordered, the rows come in the status index's order (one status here: by rowid).
-select group_concat(run_id) from run_recovery_orphans;  -- o3,o1,arr
+select group_concat(run_id) from run_recovery_orphans;  -- o3,o1,alive,arr
 select group_concat(name, ',') from pragma_table_info('run_recovery_orphans');  -- run_id,name,status,last_heartbeat,age_ms,checkpoint_step,checkpoint_state,lease,resumes,dismissed
 select count(*) from (select run_id, name, status, last_heartbeat, checkpoint_step, checkpoint_state, lease, resumes, dismissed from run_recovery_orphans
                       except select run_id, name, status, last_heartbeat, checkpoint_step, checkpoint_state, lease, resumes, dismissed from orphaned_runs);  -- 0
@@ -103,4 +107,5 @@ select count(*) from (select run_id, name, status, last_heartbeat, checkpoint_st
 select run_recovery_install('{"stale_after_ms":4102444800000}') ->> '$.stale_after_ms';  -- 4102444800000
 select count(*) from run_recovery_orphans;  -- 0
 select count(*) from orphaned_runs;  -- 0
+-- (the heartbeat of 2100 is no longer more than stale_after_ms ahead: alive)
 select count(*) from orphaned_runs(30000);  -- 3

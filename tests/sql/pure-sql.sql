@@ -47,8 +47,10 @@ update protocol_runs set status = 'running' where accession_id = 'seeded';
 select properties_json from protocol_runs where accession_id = 'seeded';  -- {"lastHeartbeat":1000}
 
 -- The view lists orphans at the configured threshold (30000 ms); 'arr' and 'bad' have no
--- readable heartbeat, so they are listed as never seen.
-select group_concat(run_id) from (select run_id from run_recovery_orphans order by age_ms desc, run_id);  -- arr,bad,seeded
+-- readable heartbeat, so they are listed as never seen; 'pend' holds one
+-- more than the threshold ahead of the clock (a clock that was wrong), so it
+-- is listed too (age_ms negative) until its executor stamps again.
+select group_concat(run_id) from (select run_id from run_recovery_orphans order by age_ms desc, run_id);  -- arr,bad,seeded,pend
 select run_id, name, status, last_heartbeat, age_ms > 1700000000000, lease, resumes, dismissed from run_recovery_orphans where run_id = 'seeded';  -- seeded|s|running|1000|1|1|0|0
 
 -- Lease guard: a metadata write carrying an older lease than the row holds is refused.

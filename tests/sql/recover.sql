@@ -12,7 +12,8 @@ insert into protocol_runs (accession_id, name, status, properties_json, top_leve
   ('cap2', 'c', 'resuming', '{"lastHeartbeat":5}', 'p'),
   ('Cap', 'C', 'Running', '{"lastHeartbeat":5}', 'p'),
   ('mixed', 'mx', 'rUnNiNg', '{"lastHeartbeat":3500}', 'p'),
-  ('alive', 'al', 'running', '{"lastHeartbeat":4102444800000}', 'p'),
+  ('alive', 'al', 'running', json_object('lastHeartbeat', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 20000), 'p'),
+  ('ahead', 'ah', 'running', '{"lastHeartbeat":4102444800000}', 'p'),
   ('done', 'd', 'completed', '{"lastHeartbeat":1}', 'p'),
   ('q', 'q', 'queued', '{"lastHeartbeat":1}', 'p'),
   ('arr', 'ar', 'running', '[1]', 'p'),
@@ -70,6 +71,11 @@ select recover_run('cap', 'fail') ->> '$.status';  -- failed
 
 -- Not orphaned: still alive (the age is the clock's), or not live at all.
 select recover_run('alive', 'fail');  -- error: recover_run: run 'alive' is still alive: last heartbeat {any} ms in the future (another host's clock?), threshold 30000 ms
+-- More than the threshold ahead (a clock that was wrong wrote it): kept as
+-- alive, the run could not be recovered until 2100. It is an orphan, and a
+-- resume gives the new executor a heartbeat of this clock.
+select run_id, age_ms < 0 from orphaned_runs where run_id = 'ahead';  -- ahead|1
+select recover_run('ahead', 'resume') ->> '$.lease', (select properties_json ->> '$.lastHeartbeat' < 4102444800000 from protocol_runs where accession_id = 'ahead');  -- 2|1
 select recover_run('tx', 'fail', 4102444800000);  -- error: recover_run: run 'tx' is still alive: last heartbeat {any} ms ago, threshold 4102444800000 ms
 select recover_run('done', 'fail');  -- error: recover_run: run 'done' is not live, found status 'completed'; only runs in preparing, running, pausing, paused, resuming, canceling, intervening, requires_intervention can be orphaned
 select recover_run('q', 'resume');  -- error: recover_run: run 'q' is not live, found status 'queued'; only runs in preparing, running, pausing, paused, resuming, canceling, intervening, requires_intervention can be orphaned
