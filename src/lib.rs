@@ -109,6 +109,32 @@ fn register_state(db: &Connection) -> Result<Arc<state::Shared>> {
     Ok(shared)
 }
 
+/// Takes away from `db` every function and the table [`register`] may have
+/// registered (each arity; one never registered is left as it is).
+#[cfg(feature = "loadable")]
+fn unregister(db: &Connection) {
+    for name in FUNCTIONS.iter().filter(|n| **n != "orphaned_runs") {
+        let Ok(name) = std::ffi::CString::new(*name) else {
+            continue;
+        };
+        for n_arg in -1..=6 {
+            let _ = db.remove_function(name.as_c_str(), n_arg);
+        }
+    }
+    // SAFETY: `db` is the open connection being loaded into; a NULL module
+    // drops the module of that name (disconnecting its eponymous table
+    // while this library is still loaded).
+    unsafe {
+        rusqlite::ffi::sqlite3_create_module_v2(
+            db.handle(),
+            c"orphaned_runs".as_ptr(),
+            std::ptr::null(),
+            std::ptr::null_mut(),
+            None,
+        );
+    }
+}
+
 /// Entry point for `sqlite3_load_extension` (`.load ./dist/run_recovery`).
 ///
 /// # Safety
@@ -126,7 +152,13 @@ pub unsafe extern "C" fn sqlite3_runrecovery_init(
 
 #[cfg(feature = "loadable")]
 fn extension_init(db: Connection) -> Result<bool> {
-    register(&db)?;
+    // A failed load is unloaded by SQLite (dlclose): nothing of this library
+    // may stay registered on the connection then, or its next call (or its
+    // close) would run code that is gone.
+    if let Err(e) = register(&db) {
+        unregister(&db);
+        return Err(e);
+    }
     // SQLITE_OK_LOAD_PERMANENTLY: the library stays mapped after the
     // connection that loaded it closes, so no background thread can ever
     // run code of an unloaded library.

@@ -223,3 +223,47 @@ fn loading_twice_keeps_running_pulses() {
         .unwrap();
     assert_eq!(stopped, 1);
 }
+
+/// A load that fails (here: the file is not a database, so the schema
+/// cannot be read) is unloaded by SQLite: nothing of the library may stay
+/// registered, or the next call or the close would run code that is gone.
+/// The connection stays usable, and a load into a good database works.
+#[test]
+fn a_failed_load_leaves_the_connection_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![0x5a_u8; 8192]).unwrap();
+    let conn = Connection::open(&junk).unwrap();
+    // SAFETY (test): loading our own library.
+    let e = unsafe {
+        let _guard = LoadExtensionGuard::new(&conn).unwrap();
+        conn.load_extension(library(), None::<&str>).unwrap_err()
+    };
+    assert!(e.to_string().contains("file is not a database"), "{e}");
+    for f in [
+        "run_recovery_version()",
+        "run_heartbeat('r')",
+        "run_recovery_install()",
+    ] {
+        let e = conn
+            .query_row(&format!("SELECT {f}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .unwrap_err();
+        // Refused, never run: SQLite cannot read this file's schema, and the
+        // function is not there to call.
+        let e = e.to_string();
+        assert!(
+            e.contains("no such function") || e.contains("file is not a database"),
+            "{f}: {e}"
+        );
+    }
+    // Closing runs no destructor of the unloaded library (it did: SIGSEGV).
+    drop(conn);
+    let good = Connection::open(dir.path().join("good.db")).unwrap();
+    load(&good);
+    let v: String = good
+        .query_row("SELECT run_recovery_version()", [], |r| r.get(0))
+        .unwrap();
+    assert!(v.starts_with('v'));
+}
