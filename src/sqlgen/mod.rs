@@ -122,9 +122,14 @@ pub const NOT_OBJECT_MESSAGE: &str = "run_recovery_lease_guard: write refused: \
 the new metadata is not a JSON object (malformed text, an array, a scalar or JSON5) and the run \
 holds recovery state that it would lose; write a JSON object (json() turns JSON5 into JSON)";
 
-/// `"name"` with embedded double quotes doubled: safe for any identifier.
+/// `` `name` `` with embedded backticks doubled: safe for any identifier.
 pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    // Backticks, not double quotes: SQLite reads a double-quoted name that
+    // matches no column as a string literal (its DQS fallback, on in most
+    // builds), so a renamed column would quietly turn a test into a
+    // comparison with a constant; a backticked name is always a name, and
+    // one that is gone is an error.
+    format!("`{}`", name.replace('`', "``"))
 }
 
 /// The heartbeat an executor's stamp at `now` writes over the stored `hb`:
@@ -1114,24 +1119,60 @@ mod tests {
 
     #[test]
     fn identifiers_and_literals_are_quoted() {
-        assert_eq!(
-            ident(r#"x"; DROP TABLE y; --"#),
-            r#""x""; DROP TABLE y; --""#
-        );
+        assert_eq!(ident("x`; DROP TABLE y; --"), "`x``; DROP TABLE y; --`");
+        assert_eq!(ident(r#"x"y"#), r#"`x"y`"#);
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn no_statement_relies_on_a_double_quoted_name() {
+        // SQLite reads a double-quoted name that matches no column as a
+        // string: every configured name is written in backticks instead.
+        let cfg = Config::default();
+        let f = FunctionSql::new(&cfg);
+        let mut all = install_script(&cfg);
+        all.extend(uninstall_script(true));
+        all.extend(
+            [
+                &*f.beat,
+                &*f.heartbeat,
+                &f.heartbeat_forward,
+                &*f.checkpoint,
+                &f.checkpoint_forward,
+                &f.read_row,
+                &f.write_meta,
+                &f.write_failed,
+                &*f.orphan_rows,
+                &*f.orphans_for(OrphanColumns::ALL),
+            ]
+            .map(|s| s.to_string()),
+        );
+        let names = [
+            &cfg.table,
+            &cfg.id_column,
+            &cfg.status_column,
+            &cfg.metadata_column,
+        ];
+        // (The config JSON that install stores names them in a string.)
+        for stmt in all.iter().filter(|s| !s.contains("('config', ")) {
+            for n in names {
+                assert!(
+                    !stmt.contains(&format!("\"{n}\"")),
+                    "{n} double-quoted in {stmt}"
+                );
+            }
+        }
+        assert!(all.iter().any(|s| s.contains("`properties_json`")));
     }
 
     #[test]
     fn hostile_names_stay_inside_quotes() {
         let cfg = Config {
-            table: r#"x"; DROP TABLE y; --"#.into(),
+            table: "x`; DROP TABLE y; --".into(),
             ..Config::default()
         };
         for stmt in install_script(&cfg) {
-            assert!(
-                !stmt.contains(r#""x"; DROP"#),
-                "unquoted identifier in {stmt}"
-            );
+            assert!(!stmt.contains("`x`; DROP"), "unquoted identifier in {stmt}");
         }
     }
 

@@ -95,7 +95,7 @@ select value from run_recovery_settings where key = 'schema_version';  -- 7
 select instr(sql, 'THEN 1') > 0 from sqlite_schema where name = 'run_recovery_lease_guard';  -- 0
 select run_recovery_install() ->> '$.max_resumes';  -- 3
 select value from run_recovery_settings where key = 'schema_version';  -- 8
-select instr(sql, 'NOT json_valid(NEW."properties_json")') > 0 from sqlite_schema where name = 'run_recovery_lease_guard';  -- 1
+select instr(sql, 'NOT json_valid(NEW.`properties_json`)') > 0 from sqlite_schema where name = 'run_recovery_lease_guard';  -- 1
 select count(*) from protocol_runs p join temp.v7 o using (accession_id)
  where p.properties_json is o.properties_json and p.status is o.status and p.name is o.name;  -- 4
 -- The guard holds on the runs written under 7: an app's read-modify-write of
