@@ -193,6 +193,7 @@ fn member() -> impl Strategy<Value = String> {
         Just("2.0"),
         Just("-1"),
         Just("99999999999999999999"),
+        Just("null"),
     ];
     prop_oneof![
         8 => (key, value, 0..3usize).prop_map(|(k, v, sp)| format!("{k}:{}{v}", " ".repeat(sp))),
@@ -209,10 +210,12 @@ fn metadata() -> impl Strategy<Value = String> {
         1 => Just(format!("\"lastHeartbeat\":\"{OLD}\"")),
         1 => Just("\"lastHeartbeat\":170000000000".to_string()),
     ];
+    // A trailing comma or a comment: JSON5, which SQLite >= 3.45 reads.
     let broken = prop_oneof![
         8 => Just(""),
         1 => Just(","),
         1 => Just("'"),
+        1 => Just("/* c */"),
     ];
     (
         proptest::collection::vec(member(), 0..5),

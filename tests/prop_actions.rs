@@ -84,6 +84,17 @@ enum Op {
         action: u8,
         threshold: Option<i64>,
     },
+    /// What an ORM or a second process does to the row (issue 21): `kind`
+    /// 0 sets recovery key `key` to JSON null, 1 REPLACEs the row without
+    /// its recovery keys, 2 takes a copy of the metadata, 3 writes that copy
+    /// back (a stale copy), 4 writes the metadata as JSON5 (a trailing
+    /// comma). Applied alike to both sides, as plain SQL; both must accept
+    /// or refuse alike, and every later decision must agree.
+    Hostile {
+        run: usize,
+        kind: u8,
+        key: u8,
+    },
     /// The executor's last heartbeat moves `ms` into the past (negative: into
     /// the future, as another host's clock would put it).
     ClockJump {
@@ -113,6 +124,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(run, key, value, drop_recovery)| Op::AppWrite { run, key, value, drop_recovery }),
         4 => (run.clone(), 0u8..4, prop_oneof![3 => Just(None), 2 => Just(Some(5_000i64)), 1 => Just(Some(-1))])
             .prop_map(|(run, action, threshold)| Op::Recover { run, action, threshold }),
+        3 => (run.clone(), 0u8..5, 0u8..7).prop_map(|(run, kind, key)| Op::Hostile { run, kind, key }),
         // Ages stay >= 2 s away from both thresholds used (5 s and 30 s).
         3 => (run, prop_oneof![Just(7_000i64), Just(45_000), Just(200_000), Just(-100_000)])
             .prop_map(|(run, ms)| Op::ClockJump { run, ms }),
@@ -175,6 +187,9 @@ fn action_outcome(action: &str, msg: &str) -> Outcome {
 struct Pair {
     f: Connection,
     a: Connection,
+    /// A copy of each run's metadata on each side, taken by
+    /// `Op::Hostile` (kind 2) and written back later (kind 3).
+    saved: std::cell::RefCell<std::collections::HashMap<usize, (Option<String>, Option<String>)>>,
 }
 
 fn read(conn: &Connection, id: &str) -> Option<(Option<String>, Option<String>, Option<String>)> {
@@ -273,7 +288,11 @@ impl Pair {
         assert!(a
             .query_row("SELECT run_heartbeat('x')", [], |r| r.get::<_, i64>(0))
             .is_err());
-        Pair { f, a }
+        Pair {
+            f,
+            a,
+            saved: Default::default(),
+        }
     }
 
     fn lease(&self, run: usize, arg: LeaseArg) -> Option<i64> {
@@ -436,6 +455,63 @@ impl Pair {
                 }
                 return None;
             }
+            Op::Hostile { run, kind, key } => {
+                let id = RUNS[run];
+                let k = RECOVERY_KEYS[usize::from(key) % RECOVERY_KEYS.len()];
+                let outcome = |r: rusqlite::Result<usize>| match r {
+                    Ok(_) => Outcome::Accepted,
+                    Err(_) => Outcome::Unknown,
+                };
+                let all_keys = RECOVERY_KEYS
+                    .iter()
+                    .map(|k| format!("'$.{k}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let write = |c: &Connection, copy: Option<&Option<String>>| -> Outcome {
+                    outcome(match kind {
+                        0 => c.execute(
+                            &format!(
+                                "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.{k}', json('null')) \
+                                 WHERE accession_id = ?1 AND json_valid(properties_json)"
+                            ),
+                            [id],
+                        ),
+                        1 => c.execute(
+                            &format!(
+                                "REPLACE INTO protocol_runs (accession_id, name, status, properties_json, \
+                                 top_level_protocol_definition_accession_id) \
+                                 SELECT accession_id, name, status, CASE WHEN json_valid(properties_json) \
+                                 THEN json_remove(properties_json, {all_keys}) ELSE properties_json END, \
+                                 top_level_protocol_definition_accession_id FROM protocol_runs WHERE accession_id = ?1"
+                            ),
+                            [id],
+                        ),
+                        3 => match copy {
+                            Some(meta) => c.execute(
+                                "UPDATE protocol_runs SET properties_json = ?2 WHERE accession_id = ?1",
+                                params![id, meta],
+                            ),
+                            None => Ok(0),
+                        },
+                        _ => c.execute(
+                            "UPDATE protocol_runs SET properties_json = substr(properties_json, 1, length(properties_json) - 1) || ',}' \
+                             WHERE accession_id = ?1 AND json_valid(properties_json) AND json_type(properties_json) = 'object' \
+                             AND properties_json <> '{}'",
+                            [id],
+                        ),
+                    })
+                };
+                if kind == 2 {
+                    let (_, fm, _) = read(f, id).unwrap_or_default();
+                    let (_, am, _) = read(a, id).unwrap_or_default();
+                    self.saved.borrow_mut().insert(run, (fm, am));
+                    return None;
+                }
+                let saved = self.saved.borrow().get(&run).cloned();
+                let fo = write(f, saved.as_ref().map(|s| &s.0));
+                let ao = write(a, saved.as_ref().map(|s| &s.1));
+                (fo, ao)
+            }
             Op::ClockJump { run, ms } => {
                 for c in [f, a] {
                     c.execute(
@@ -460,6 +536,7 @@ fn op_run(op: &Op) -> usize {
         | Op::Status { run, .. }
         | Op::AppWrite { run, .. }
         | Op::Recover { run, .. }
+        | Op::Hostile { run, .. }
         | Op::ClockJump { run, .. } => run,
     }
 }

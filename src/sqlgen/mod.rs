@@ -1015,13 +1015,15 @@ impl FunctionSql {
         // ?1 id, ?2 now, ?3 lease or NULL, ?4 the config text these statements
         // were made from (so a changed install is noticed inside the same
         // statement); checkpoint adds ?5 step, ?6 state (JSON text or NULL).
-        // Malformed metadata makes json_type() raise: the caller then reads
-        // the row to say so (see heartbeat::diagnose); nothing is written.
+        // Metadata that is not strict JSON (malformed, or JSON5, which
+        // SQLite >= 3.45 would otherwise read) changes no row, as the
+        // actions decide: the caller then reads the row to say why.
         let guard = format!(
-            "{id} = ?1 AND {FRESH_FUNCTION}() AND {} AND ({meta} IS NULL OR json_type({meta}) = 'object') \
+            "{id} = ?1 AND {FRESH_FUNCTION}() AND {} AND {} \
 AND (?3 IS NULL OR coalesce({}, 1) = ?3) \
 AND (SELECT value FROM main.{SETTINGS_TABLE} WHERE key = 'config') = ?4",
             live_test(cfg, &status),
+            writable(&meta),
             int_at(&meta, LEASE)
         );
         let hb = int_at(&meta, LAST_HEARTBEAT);
