@@ -189,8 +189,11 @@ struct Pair {
     a: Connection,
     /// A copy of each run's metadata on each side, taken by
     /// `Op::Hostile` (kind 2) and written back later (kind 3).
-    saved: std::cell::RefCell<std::collections::HashMap<usize, (Option<String>, Option<String>)>>,
+    saved: std::cell::RefCell<std::collections::HashMap<usize, Copies>>,
 }
+
+/// One run's metadata as taken on each side (functions, actions).
+type Copies = (Option<String>, Option<String>);
 
 fn read(conn: &Connection, id: &str) -> Option<(Option<String>, Option<String>, Option<String>)> {
     conn.query_row(
