@@ -237,10 +237,12 @@ export function orphans(db, { thresholdMs, includeDismissed = false } = {}) {
   return run(db, orphansSql(db), [thresholdMs ?? null, includeDismissed ? 1 : 0], null).map(runRow);
 }
 
-// The live statuses in the three spellings the install matches (lowercase,
-// UPPERCASE, Capitalized), as literals: with them SQLite flattens the view
+// The live statuses in the spellings the install matches (as configured,
+// lowercase, UPPERCASE, Capitalized), as literals: with them SQLite flattens the view
 // run_recovery_runs into this query and probes the status index, so only live
-// rows are read however long the history. The threshold is per call.
+// rows are read however long the history. The threshold is per call; a
+// heartbeat more than stale_after_ms ahead (a clock that was wrong) is an
+// orphan too, as for orphaned_runs.
 const orphanSqlByDb = new WeakMap();
 /** The SELECT that orphans() runs on `db` (?1 threshold or NULL, ?2 include dismissed): for EXPLAIN QUERY PLAN. */
 export function orphansSql(db) {
@@ -248,17 +250,23 @@ export function orphansSql(db) {
   if (sql) return sql;
   const cfg = readConfig(db);
   if (!cfg) throw new Error('run_recovery is not installed in this database: call install(db) first');
+  // The same spellings as the extension's (config.rs, spellings()): the
+  // status as configured, lowercase, UPPERCASE, and Capitalized from the
+  // lowercase, by code point (Unicode's case mapping, as SQLite's rows hold it).
   const spellings = new Set();
   for (const s of cfg.live_statuses) {
+    const lower = [...s.toLowerCase()];
+    spellings.add(s);
     spellings.add(s.toLowerCase());
     spellings.add(s.toUpperCase());
-    spellings.add(s.charAt(0).toUpperCase() + s.slice(1).toLowerCase());
+    spellings.add(lower.length ? lower[0].toUpperCase() + lower.slice(1).join('') : '');
   }
   const quoted = [...spellings].map((s) => `'${s.replaceAll("'", "''")}'`).join(', ');
   sql = `SELECT run_id, name, status, live, last_heartbeat, age_ms, checkpoint_step, checkpoint_state, lease, resumes, dismissed
   FROM run_recovery_runs
   WHERE status IN (${quoted})
-    AND coalesce(last_heartbeat, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - coalesce(?1, ${Number(cfg.stale_after_ms)})
+    AND (coalesce(last_heartbeat, 0) < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - coalesce(?1, ${Number(cfg.stale_after_ms)})
+      OR coalesce(last_heartbeat, 0) > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + ${Number(cfg.stale_after_ms)})
     AND (?2 OR NOT dismissed)
   ORDER BY coalesce(last_heartbeat, 0), run_id`;
   orphanSqlByDb.set(db, sql);

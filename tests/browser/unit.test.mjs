@@ -309,3 +309,27 @@ test('orphans() lists exactly what the installed view run_recovery_orphans lists
   assert.ok(view.length > 10, `a meaningful set: ${view.length}`);
   assert.deepEqual(rr.orphans(db).map((o) => o.runId), view.map((r) => r.run_id));
 });
+
+test('orphans: a heartbeat more than stale_after_ms ahead (a clock that was wrong) is an orphan; 20 s ahead is alive', () => {
+  const db = fresh();
+  addRun(db, 'wrong');
+  addRun(db, 'skewed');
+  db.exec("UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', (properties_json ->> '$.lastHeartbeat') + 3600000) WHERE accession_id = 'wrong'");
+  db.exec("UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', (properties_json ->> '$.lastHeartbeat') + 20000) WHERE accession_id = 'skewed'");
+  const found = rr.orphans(db);
+  assert.deepEqual(found.map((o) => o.runId), ['wrong']);
+  assert.ok(found[0].ageMs < -3000000, `ageMs ${found[0].ageMs}`);
+  // The same rows as the view the install ships.
+  assert.deepEqual(db.selectValues('SELECT run_id FROM run_recovery_orphans'), ['wrong']);
+});
+
+test('orphans: the live statuses in the extension\'s spellings, non-ASCII included', () => {
+  const db = fresh();
+  const cfg = JSON.parse(db.selectValue("SELECT value FROM run_recovery_settings WHERE key = 'config'"));
+  cfg.live_statuses = ['läuft', 'İşlem'];
+  db.exec({ sql: "UPDATE run_recovery_settings SET value = ? WHERE key = 'config'", bind: [JSON.stringify(cfg)] });
+  const sql = rr.orphansSql(db);
+  const listed = /WHERE status IN \(([^)]*)\)/.exec(sql)[1];
+  for (const s of ['läuft', 'LÄUFT', 'Läuft', 'İşlem', 'İŞLEM']) assert.ok(listed.includes(`'${s}'`), `${s} in ${listed}`);
+  assert.ok(!listed.includes("'lÄuft'"), listed);
+});
