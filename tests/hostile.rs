@@ -219,6 +219,17 @@ fn err_of(c: &Connection, sql: &str) -> String {
     }
 }
 
+/// Each of `sqls` is refused with `needle` in its message, and none of them
+/// changed a row.
+fn refused_alike(c: &Connection, sqls: &[&str], needle: &str) {
+    let before = snapshot(c);
+    for sql in sqls {
+        let e = err_of(c, sql);
+        assert!(e.contains(needle), "{sql}: {e}");
+    }
+    assert_eq!(snapshot(c), before);
+}
+
 fn lease_of(c: &Connection) -> i64 {
     c.query_row(&format!("SELECT {M} ->> '$.lease'"), [], |r| r.get(0))
         .unwrap()
@@ -251,19 +262,17 @@ fn a_dropped_trigger_makes_every_function_refuse_until_install_runs_again() {
             && e.contains("run SELECT run_recovery_install() again"),
         "{e}"
     );
-    for sql in [
-        "SELECT run_heartbeat('r', 2)",
-        "SELECT run_checkpoint('r', 9, '{}', 2)",
-        "SELECT recover_run('r', 'fail', 0)",
-        "SELECT count(*) FROM orphaned_runs",
-    ] {
-        let e = err_of(&c, sql);
-        assert!(
-            e.contains("lease fence and merge-back are not in force"),
-            "{sql}: {e}"
-        );
-    }
-    // Not the first call only: every refused call changed nothing.
+    // Not the first call only: every later one is refused, changing nothing.
+    refused_alike(
+        &c,
+        &[
+            "SELECT run_heartbeat('r', 2)",
+            "SELECT run_checkpoint('r', 9, '{}', 2)",
+            "SELECT recover_run('r', 'fail', 0)",
+            "SELECT count(*) FROM orphaned_runs",
+        ],
+        "lease fence and merge-back are not in force",
+    );
     assert_eq!(snapshot(&c), before);
     // The config still reads, and install puts the fence back.
     c.query_row("SELECT run_recovery_config()", [], |r| {
@@ -440,20 +449,16 @@ fn a_trigger_dropped_by_another_connection_is_noticed_before_anything_is_written
     b.execute_batch("DROP TRIGGER run_recovery_replace_guard")
         .unwrap();
     drop(b);
-    let before = snapshot(&a);
     std::thread::sleep(std::time::Duration::from_millis(5));
-    for sql in [
-        "SELECT run_checkpoint('r', 6, '{}', 2)",
-        "SELECT run_heartbeat('r', 2)",
-        "SELECT run_heartbeat('r', 2)",
-    ] {
-        let e = err_of(&a, sql);
-        assert!(
-            e.contains("missing: trigger run_recovery_replace_guard"),
-            "{sql}: {e}"
-        );
-    }
-    assert_eq!(snapshot(&a), before);
+    refused_alike(
+        &a,
+        &[
+            "SELECT run_checkpoint('r', 6, '{}', 2)",
+            "SELECT run_heartbeat('r', 2)",
+            "SELECT run_heartbeat('r', 2)",
+        ],
+        "missing: trigger run_recovery_replace_guard",
+    );
     drop(a);
     std::fs::remove_dir_all(&dir).unwrap();
 }
