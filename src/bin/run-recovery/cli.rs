@@ -340,18 +340,30 @@ pub fn installed_config(conn: &Connection) -> Result<Config, CliError> {
 
 /// "850 ms ago", "4.2 seconds ago", "3 minutes ago", "2 hours ago", "5 days ago".
 pub fn ago(ms: i64) -> String {
-    let ms = ms.max(0);
+    if ms < 0 {
+        // A heartbeat ahead of this clock: listed only when more than the
+        // threshold ahead, i.e. written by a clock that was wrong.
+        return format!(
+            "{} in the future (written by a clock that was ahead)",
+            span(ms.saturating_neg())
+        );
+    }
+    format!("{} ago", span(ms))
+}
+
+/// "850 ms", "4.2 seconds", "3 minutes", "2 hours", "5 days".
+fn span(ms: i64) -> String {
     let plural = |n: i64, unit: &str| {
         if n == 1 {
-            format!("1 {unit} ago")
+            format!("1 {unit}")
         } else {
-            format!("{n} {unit}s ago")
+            format!("{n} {unit}s")
         }
     };
     if ms < 1000 {
-        format!("{ms} ms ago")
+        format!("{ms} ms")
     } else if ms < 10_000 {
-        format!("{:.1} seconds ago", ms as f64 / 1000.0)
+        format!("{:.1} seconds", ms as f64 / 1000.0)
     } else if ms < 120_000 {
         plural(ms / 1000, "second")
     } else if ms < 2 * 3_600_000 {
@@ -642,7 +654,15 @@ mod tests {
         assert_eq!(ago(180_000), "3 minutes ago");
         assert_eq!(ago(3 * 3_600_000), "3 hours ago");
         assert_eq!(ago(5 * 86_400_000), "5 days ago");
-        assert_eq!(ago(-5), "0 ms ago");
+        assert_eq!(ago(0), "0 ms ago");
+        assert_eq!(
+            ago(-3 * 86_400_000),
+            "3 days in the future (written by a clock that was ahead)"
+        );
+        assert_eq!(
+            ago(i64::MIN),
+            "106751991167 days in the future (written by a clock that was ahead)"
+        );
     }
 
     #[test]
