@@ -856,7 +856,17 @@ fn a_locked_database_is_locked_not_uninstalled_for_every_function() {
             .unwrap_err();
         assert_eq!(err_text(&e), format!("{func}: database is locked"), "{sql}");
     }
+    // A failed install (it cannot take the lock) leaves the install and the
+    // connection as they were.
+    let e = conn
+        .query_row("SELECT run_recovery_install()", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap_err();
+    assert_eq!(err_text(&e), "run_recovery_install: database is locked");
     blocker.execute_batch("ROLLBACK").unwrap();
+    assert!(one::<i64>(&conn, "SELECT run_heartbeat('r1')").is_ok());
+    one::<String>(&conn, "SELECT run_recovery_install()").unwrap();
     assert!(one::<i64>(&conn, "SELECT run_heartbeat('r1')").is_ok());
     one::<String>(&conn, "SELECT run_recovery_uninstall()").unwrap();
     for func in ["run_recovery_config", "run_recovery_uninstall"] {
