@@ -40,10 +40,7 @@ fn connect(functions: bool) -> Connection {
     c.execute_batch(SCHEMA).unwrap();
     if functions {
         run_recovery::register(&c).unwrap();
-        c.query_row("SELECT run_recovery_install()", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .unwrap();
+        text(&c, "SELECT run_recovery_install()");
     } else {
         c.execute_batch(INSTALL).unwrap();
     }
@@ -193,10 +190,7 @@ fn trusted_schema_off_keeps_every_write_working_on_this_sqlite() {
     c.execute_batch(SCHEMA).unwrap();
     run_recovery::register(&c).unwrap();
     c.execute_batch("PRAGMA trusted_schema = OFF").unwrap();
-    c.query_row("SELECT run_recovery_install()", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
+    text(&c, "SELECT run_recovery_install()");
     c.execute_batch(SETUP).unwrap();
     c.execute_batch(
         "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', NULL) WHERE accession_id = 'r'",
@@ -210,6 +204,18 @@ fn trusted_schema_off_keeps_every_write_working_on_this_sqlite() {
         .query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get(0))
         .unwrap();
     assert!(hb > 1_700_000_000_000);
+}
+
+/// The text `sql` returns (it must succeed).
+fn text(c: &Connection, sql: &str) -> String {
+    c.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The integer `sql` returns (it must succeed).
+fn int(c: &Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn err_of(c: &Connection, sql: &str) -> String {
@@ -245,8 +251,7 @@ fn a_dropped_trigger_makes_every_function_refuse_until_install_runs_again() {
     })
     .unwrap();
     for _ in 0..3 {
-        c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
-            .unwrap();
+        int(&c, "SELECT run_heartbeat('r', 2)");
     }
     c.execute_batch("DROP TRIGGER run_recovery_lease_guard")
         .unwrap();
@@ -275,16 +280,9 @@ fn a_dropped_trigger_makes_every_function_refuse_until_install_runs_again() {
     );
     assert_eq!(snapshot(&c), before);
     // The config still reads, and install puts the fence back.
-    c.query_row("SELECT run_recovery_config()", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
-    c.query_row("SELECT run_recovery_install()", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
-    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    text(&c, "SELECT run_recovery_config()");
+    text(&c, "SELECT run_recovery_install()");
+    int(&c, "SELECT run_heartbeat('r', 2)");
     let e = c
         .execute_batch(
             "UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lease', 1) WHERE accession_id = 'r'",
@@ -331,8 +329,7 @@ fn a_rebuilt_table_is_noticed_and_a_reinstall_restores_the_fence() {
     assert!(e.contains("no such table: main.protocol_runs"), "{e}");
     c.execute_batch("ROLLBACK").unwrap();
     assert_eq!(snapshot(&c), rows_before);
-    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    int(&c, "SELECT run_heartbeat('r', 2)");
     // ON: the rebuild succeeds and the triggers are gone with the old table.
     rebuild(&c, true).unwrap();
     c.execute_batch("PRAGMA legacy_alter_table = OFF").unwrap();
@@ -344,10 +341,7 @@ fn a_rebuilt_table_is_noticed_and_a_reinstall_restores_the_fence() {
     let e = err_of(&c, "SELECT recover_run('r', 'resume', 0)");
     assert!(e.contains("run SELECT run_recovery_install() again"), "{e}");
     // Reinstall: the fence is back and nothing was lost.
-    c.query_row("SELECT run_recovery_install()", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
+    text(&c, "SELECT run_recovery_install()");
     assert_eq!(lease_of(&c), 2);
     let e = c
         .execute_batch(
@@ -378,8 +372,7 @@ fn a_renamed_column_is_an_error_never_a_string_literal() {
         |r| r.get::<_, String>(0),
     )
     .unwrap();
-    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    int(&c, "SELECT run_heartbeat('r', 2)");
     let lease: i64 = c
         .query_row(
             "SELECT meta ->> '$.lease' FROM protocol_runs WHERE accession_id = 'r'",
@@ -428,18 +421,14 @@ fn a_trigger_dropped_by_another_connection_is_noticed_before_anything_is_written
     let a = Connection::open(&path).unwrap();
     a.execute_batch(SCHEMA).unwrap();
     run_recovery::register(&a).unwrap();
-    a.query_row("SELECT run_recovery_install()", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
+    text(&a, "SELECT run_recovery_install()");
     a.execute_batch(SETUP).unwrap();
     a.query_row("SELECT count(*) FROM orphaned_runs", [], |r| {
         r.get::<_, i64>(0)
     })
     .unwrap();
     for _ in 0..3 {
-        a.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
-            .unwrap();
+        int(&a, "SELECT run_heartbeat('r', 2)");
         a.query_row("SELECT run_checkpoint('r', 5, '{}', 2)", [], |r| {
             r.get::<_, i64>(0)
         })
@@ -487,8 +476,7 @@ fn temp_tables_named_like_the_install_never_receive_the_extension_s_statements()
         )
         .unwrap()
     };
-    c.query_row("SELECT run_heartbeat('r', 2)", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    int(&c, "SELECT run_heartbeat('r', 2)");
     c.query_row("SELECT run_checkpoint('r', 7, '{}', 2)", [], |r| {
         r.get::<_, i64>(0)
     })
@@ -504,14 +492,8 @@ fn temp_tables_named_like_the_install_never_receive_the_extension_s_statements()
         .unwrap();
     assert_eq!(listed, 1);
     std::thread::sleep(std::time::Duration::from_millis(3));
-    c.query_row("SELECT recover_run('r', 'resume', 0)", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
-    c.query_row("SELECT run_recovery_install()", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
+    text(&c, "SELECT recover_run('r', 'resume', 0)");
+    text(&c, "SELECT run_recovery_install()");
     assert_eq!(main_lease(&c), 3);
     let temp_after: String = c
         .query_row("SELECT properties_json FROM temp.protocol_runs", [], |r| {
