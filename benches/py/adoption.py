@@ -156,7 +156,7 @@ def history_db(n, all_stale):
     """n runs, 100 live: 20 stale (or all 100), the rest heartbeating; cached."""
     os.makedirs(CACHE, exist_ok=True)
     small = all_stale  # the hard case of issue 10: all live runs stale, small metadata
-    path = os.path.join(CACHE, f"history-{n}-{'all' if all_stale else '20'}.db")
+    path = os.path.join(CACHE, f"history-v2-{n}-{'all' if all_stale else '20'}.db")
     if os.path.exists(path):
         return path
     tmp = path + ".tmp"
@@ -176,8 +176,11 @@ def history_db(n, all_stale):
             live += 1
             status = ["running", "RUNNING", "paused", "PAUSED", "preparing"][live % 5]
             stale = all_stale or live % 5 == 0
-            # Heartbeats of the live ones far in the future, so they stay live however old the cache.
-            m.update({"lease": 1, "checkpointStep": 4, "lastHeartbeat": build - 3_600_000 if stale else 4_102_444_800_000})
+            # The live ones that heartbeat are marked: keep_alive() stamps them
+            # before each measurement, however old the cache.
+            m.update({"lease": 1, "checkpointStep": 4, "lastHeartbeat": build - 3_600_000})
+            if not stale:
+                m["benchAlive"] = 1
         else:
             status = ["completed", "COMPLETED", "failed", "FAILED", "cancelled"][rng.randrange(5)]
             m.update({"lease": 1, "lastHeartbeat": build - 86_400_000 - rng.randrange(86_400_000 * 365)})
@@ -190,6 +193,15 @@ def history_db(n, all_stale):
     db.close()
     os.rename(tmp, path)
     return path
+
+
+def keep_alive(db):
+    """Stamps the heartbeating live runs of a history database with now."""
+    db.execute(
+        f"UPDATE protocol_runs SET properties_json = json_set(properties_json, '$.lastHeartbeat', ?) "
+        f"WHERE status IN ({IN_LIVE}) AND properties_json ->> '$.benchAlive' = 1",
+        (now_ms(),),
+    )
 
 
 def compare(contenders, ops):
@@ -454,6 +466,8 @@ def orphans(table):
             load(inst)
             # The cached copy may carry an older install: bring it to this build's.
             inst.execute("SELECT run_recovery_install()").fetchone()
+            keep_alive(plain)
+            keep_alive(inst)
             expect = 100 if all_stale else 20
             qs = [
                 ("hand", lambda: plain.execute(hand, (now_ms() - 30000,)).fetchall()),

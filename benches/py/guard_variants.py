@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The lease guard's trade-off between heartbeats and an app's own writes
-(BENCHMARKS.md, "Where issue 10 ends").
+(BENCHMARKS.md, "The lease guard's trade-off").
 
 The guard (`run_recovery_lease_guard`) first tries a string test that lets a
 write through when it changed only the digits of a last `lastHeartbeat`
@@ -15,20 +15,16 @@ run_recovery (for the action: the hand-written heartbeat there):
   installed        the guard as install.sql writes it
   colon first      the string test behind a 1-byte test of where the
                    heartbeat's colon must be (most app writes fail there;
-                   tried in the eighth session, not adopted)
+                   not adopted)
   no string test   the JSON test alone (what an app write pays at least,
                    and what every heartbeat then pays too)
   floor            no run_recovery; one trigger with only the JSON test
   sorts after first  (only when named in BENCH_VARIANTS) the string test
                    behind NEW > OLD: a heartbeat that moves forward sorts
                    after the old text
-  new text only    (only when named) the string test without its checks of
-                   OLD (schema 6's, which let OLD's tail hide other keys)
-  comma test       (only when named) OLD's tail checked for a comma instead
-                   of with a GLOB
-  heartbeat in the extract  (only when named) the JSON test reads
-                   lastHeartbeat in its json_extract with the recovery keys
-                   instead of two json_type calls
+  new text only    (only when named) the string test without its check
+                   that OLD's tail holds no comma (unsafe: OLD's tail may
+                   hide other keys)
 
     /usr/bin/python3 benches/py/guard_variants.py [LIBRARY]
     LD_LIBRARY_PATH=target/sqlite-bundled /usr/bin/python3 benches/py/guard_variants.py
@@ -54,7 +50,7 @@ import adoption as a
 
 PROCESSES = int(os.environ.get("BENCH_PROCESSES", "5"))
 LOOKASIDE = int(os.environ["BENCH_LOOKASIDE"]) if os.environ.get("BENCH_LOOKASIDE") else None
-META = '"properties_json"'
+META = "`properties_json`"
 # The guard's two branches, as install.sql writes them (a change to the
 # generator that moves them makes the script stop, not measure something else).
 STRING_TEST = "    WHEN (CAST(substr(CAST(NEW."
@@ -76,29 +72,11 @@ def rewrite(db, variant):
         sql = sql[:i] + sql[j:]
     elif variant == "sorts after first":
         sql = sql[:i] + f"    WHEN (NEW.{META} > OLD.{META} AND " + sql[i + len("    WHEN ("):]
-    elif variant == "heartbeat in the extract":
-        clause = (f" AND (json_type(NEW.{META}, '$.lastHeartbeat') IS NOT NULL "
-                  f"OR json_type(OLD.{META}, '$.lastHeartbeat') IS NULL) THEN 0")
-        if sql.count("'$.recoveryLog')" + clause) != 1:
-            raise SystemExit("guard_variants: the JSON test's heartbeat clause moved")
-        sql = sql.replace(clause, " THEN 0").replace("'$.recoveryLog')", "'$.recoveryLog', '$.lastHeartbeat')")
-    elif variant in ("new text only", "comma test"):
-        # The string test's checks of OLD (schema 7): its tail is a
-        # heartbeat too (GLOB), and NEW's digits do not go back.
-        old_tail = f"substr(CAST(OLD.{META} AS BLOB), -14)"
-        old_glob = f" AND CAST(substr(CAST(OLD.{META} AS BLOB), -30) AS TEXT) GLOB "
-        k = sql.index(old_glob, i)
-        end = sql.index("'", sql.index("'", k + len(old_glob)) + 1) + 1
-        if variant == "new text only":
-            # What schema 6 tested: NEW's tail alone (unsafe: OLD's tail may hold other keys).
-            cmp = f" AND substr(CAST(NEW.{META} AS BLOB), -14) >= {old_tail}"
-            if sql.count(cmp) != 1:
-                raise SystemExit("guard_variants: the string test's tail comparison moved")
-            sql = sql[:k] + sql[end:]
-            sql = sql.replace(cmp, "")
-        else:
-            # OLD's last 14 bytes hold no comma, so no other key.
-            sql = sql[:k] + f" AND instr({old_tail}, X'2C') = 0" + sql[end:]
+    elif variant == "new text only":
+        comma = f" AND instr(substr(CAST(OLD.{META} AS BLOB), -14), X'2C') = 0"
+        if sql.count(comma) != 1:
+            raise SystemExit("guard_variants: the string test's comma check moved")
+        sql = sql.replace(comma, "")
     elif variant == "colon first":
         sql = sql[:i] + "    WHEN (" + COLON_TEST + sql[i + len("    WHEN ("):]
     db.execute("DROP TRIGGER run_recovery_lease_guard")

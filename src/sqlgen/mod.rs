@@ -464,7 +464,7 @@ fn rows_select_from(
     // Only fields of valid JSON are read: the CASE tests json_valid first.
     let stale_and_shown = format!(
         "CASE WHEN json_valid({meta}) THEN CASE \
-WHEN coalesce({hb}, 0) >= {cutoff} AND coalesce({hb}, 0) <= {now} + {ahead} THEN 0 \
+WHEN {now} - coalesce({hb}, 0) BETWEEN -{ahead} AND ({threshold}) THEN 0 \
 WHEN ({include_dismissed}) THEN 1 \
 WHEN {dismissed_at} IS NULL THEN 1 \
 ELSE {dismissed_at} <> coalesce({hb}, 0) END \
