@@ -363,7 +363,7 @@ def heartbeats(table, tmp):
     floor_meta_trigger(floor)
     floor.execute("CREATE TRIGGER floor_status AFTER UPDATE OF status ON protocol_runs WHEN 0 BEGIN SELECT 1; END")
     t = compare([("without", rmw(plain, pids)), ("installed", rmw(inst, ids)), ("floor", rmw(floor, fids))], BATCH)
-    # Issue 21: the third round's write rules (null, REPLACE, stale copies)
+    # The write rules of schema 7 and later (null, REPLACE, stale copies)
     # run on every app write; the tax may rise to 1.20 for them.
     table.target("app read-modify-write of its metadata: installed / without", ratio(t, 1, 0), 1.20)
     table.info("  floor: a trigger that only compares the recovery keys of both texts / without",
@@ -398,7 +398,7 @@ def heartbeats(table, tmp):
     # its compiled trigger programs (a few hundred small allocations), and
     # SQLite's default lookaside (48 kB) is full once a few are cached: the
     # installed connection's small allocations then go to malloc, the plain
-    # one's do not (BENCHMARKS.md, "Where the rest goes").
+    # one's do not (BENCHMARKS.md, "Where the cost goes").
     plain, pids = runs_db(os.path.join(tmp, "plain-la.db"), False, lookaside=1000)
     inst, ids = runs_db(os.path.join(tmp, "installed-la.db"), True, lookaside=1000)
     for db, rids in ((plain, pids), (inst, ids)):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much of SQLite's lookaside memory the statements of an app hold once
 run_recovery is installed, and how many of each write's small allocations
-then go to malloc (BENCHMARKS.md, "Where the rest goes: the floors").
+then go to malloc (BENCHMARKS.md, "Where the cost goes").
 
 Drives libsqlite3.so.0 through ctypes (the Python module reports neither),
 with sql/install.sql applied as a client without the extension would:
